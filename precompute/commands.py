@@ -1,0 +1,105 @@
+"""The ``run``, ``status`` and ``merge`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from precompute.pipeline import Shard, merge_studies, missing_units, run_study, summarise_probes
+from precompute.study import StudyConfig, study_config
+from trustdyn.paths import default_study_path
+from trustdyn.store import Store
+from trustdyn.suites import Suite, get_suite
+
+
+def add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``run``, ``status`` and ``merge`` on the CLI."""
+    run = sub.add_parser("run", help="run every unfinished unit of a study (resumable)")
+    _suite_args(run)
+    run.add_argument("--shard", default="0/1", help="i/n: run only checkpoints with ordinal %% n == i")
+    run.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
+    run.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
+    run.add_argument("--n-per-dataset", type=int, default=None,
+                     help="rows sampled per dataset (default: the preset's)")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    status = sub.add_parser("status", help="print what is done and what is missing")
+    _suite_args(status)
+    status.set_defaults(handler=_status)
+
+    merge = sub.add_parser("merge", help="merge shard study files into one")
+    merge.add_argument("--db", type=Path, required=True, help="the merged study file")
+    merge.add_argument("shards", type=Path, nargs="+", help="shard study files")
+    merge.set_defaults(handler=_merge)
+
+
+def _suite_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default="builtin",
+                        help="builtin, smollm2-instruct, a public suite, a folder or a .toml")
+    parser.add_argument("--preset", default=None,
+                        help="built-in preset (smoke, default, classroom); also sets study sizes")
+    parser.add_argument("--every", type=int, default=1, help="use every k-th public revision")
+    parser.add_argument("--db", type=Path, default=None,
+                        help=f"study file (default {default_study_path()})")
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Suite, Store, StudyConfig]:
+    if args.suite in ("builtin", None) and args.preset is None:
+        args.preset = "default"
+    config = study_config(
+        args.preset,
+        device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+        n_per_dataset=getattr(args, "n_per_dataset", None), seed=getattr(args, "seed", None),
+    )
+    suite = _load_suite(args)
+    return suite, Store(args.db or default_study_path()), config
+
+
+def _load_suite(args: argparse.Namespace) -> Suite:
+    if args.suite.startswith("builtin") and args.handler is _run:
+        from trustdyn.suites.builtin import pretrain
+
+        # The default study starts from nothing: pre-train first (a no-op when finished).
+        return pretrain(args.preset, progress=not args.quiet)
+    return get_suite(args.suite, preset=args.preset, every=args.every)
+
+
+def _run(args: argparse.Namespace) -> int:
+    suite, store, config = _resolve(args)
+    from precompute.evaluate_stage import run_steering_stage
+
+    report = run_study(suite, store, config, shard=Shard.parse(args.shard),
+                       progress=not args.quiet, suite_stages=(run_steering_stage,))
+    print(f"{suite.name}: {report.written} units written, {report.skipped} already done "
+          f"-> {store.path}")
+    for checkpoint, reason in report.failures or []:
+        print(f"  FAILED {checkpoint}: {reason}")
+    if report.written and Shard.parse(args.shard).count == 1:
+        print(summarise_probes(store, suite.name).to_string(index=False))
+    return 1 if report.failures else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    suite, store, config = _resolve(args)
+    missing = missing_units(suite, store, config)
+    total = len(suite.all_refs()) * len(config.datasets) * len(config.stages)
+    print(f"{suite.name} in {store.path}: {total - len(missing)}/{total} per-checkpoint units done")
+    if store.exists():
+        units = store.units(suite.name)
+        for stage, count in units.groupby("stage").size().items():
+            print(f"  {stage:>12}: {count} units")
+    for unit in missing[:20]:
+        print(f"  missing {unit.checkpoint} / {unit.dataset} / {unit.stage}")
+    if len(missing) > 20:
+        print(f"  ... and {len(missing) - 20} more")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    counts = merge_studies(args.db, args.shards)
+    print(f"merged {len(args.shards)} files into {args.db}:")
+    for table, count in counts.items():
+        print(f"  {table:>18}: {count} rows")
+    return 0

@@ -1,0 +1,276 @@
+"""The resumable pipeline: plan units, run them checkpoint by checkpoint, write each atomically.
+
+A unit of work is ``(suite, checkpoint, dataset, stage)``. For each checkpoint the pipeline
+loads the model once, extracts activations once per dataset, and runs every stage that is
+not finished yet (probe, information, vectors), writing each unit's rows in one
+transaction. A rerun skips finished units, so a killed run loses at most the unit in flight.
+Suite-level stages (turn detection, steering evaluation) run after every checkpoint is
+done, and only in unsharded runs (after ``merge`` for sharded ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from precompute.stages import (
+    PreparedDataset,
+    info_rows,
+    prepare_dataset,
+    probe_rows,
+    turn_rows,
+    vector_rows,
+)
+from precompute.study import StudyConfig
+from trustdyn.activations import extract_activations
+from trustdyn.blocks import n_blocks
+from trustdyn.store import Store, Unit
+from trustdyn.suites import CheckpointRef, LoadOptions, Suite, SuiteError, load_checkpoint
+from trustdyn.suites.loading import weight_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of the work: checkpoint ordinals ``i`` with ``i % n == index``."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``"i/n"`` (0-based ``i``)."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError as exc:
+            raise ValueError(f"--shard takes i/n with 0 <= i < n, got {text!r}") from exc
+        if not 0 <= index < count:
+            raise ValueError(f"--shard takes i/n with 0 <= i < n, got {text!r}")
+        return cls(index, count)
+
+    def owns(self, ordinal: int) -> bool:
+        """Return True if the checkpoint at ``ordinal`` belongs to this shard."""
+        return ordinal % self.count == self.index
+
+
+@dataclass
+class RunReport:
+    """What a run did: units written and skipped, checkpoints that failed and why."""
+
+    written: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] | None = None
+
+    def fail(self, checkpoint: str, reason: str) -> None:
+        """Record a checkpoint that could not be processed."""
+        self.failures = [*(self.failures or []), (checkpoint, reason)]
+
+
+def checkpoint_frame(suite: Suite) -> pd.DataFrame:
+    """Return the ``checkpoints`` table rows for a suite (ordinal = training order)."""
+    return pd.DataFrame(
+        [
+            {
+                "suite": suite.name,
+                "checkpoint": ref.name,
+                "ordinal": i,
+                "step": ref.step,
+                "tokens": ref.tokens,
+                "source": ref.source,
+                "revision": ref.revision,
+                "weight_hash": ref.weight_hash,
+                "train_loss": ref.train_loss,
+                "heldout_loss": ref.heldout_loss,
+                "is_chat": ref.is_chat,
+                "extra": ref.extra,
+            }
+            for i, ref in enumerate(suite.all_refs())
+        ]
+    )
+
+
+def register_study(store: Store, suite: Suite, config: StudyConfig,
+                   datasets: Sequence[PreparedDataset]) -> None:
+    """Write the suite, its checkpoints and the dataset cards (idempotent)."""
+    existing = store.checkpoints(suite.name) if store.exists() else pd.DataFrame()
+    frame = checkpoint_frame(suite)
+    if not existing.empty:
+        # Keep facts learnt at load time (hashes, sizes) that the suite object lacks.
+        known = existing.set_index("checkpoint")
+        for column in ("weight_hash", "n_layers", "hidden_size"):
+            if column in known:
+                fill = frame["checkpoint"].map(known[column])
+                frame[column] = frame[column].where(frame[column].notna(), fill) \
+                    if column in frame else fill
+    store.put_suite(
+        suite.name,
+        description=suite.description,
+        chat_checkpoint=suite.chat.name if suite.chat else None,
+        config={**config.to_dict(), "digest": config.digest()},
+        checkpoints=frame,
+    )
+    store.put_datasets([d.dataset.card.to_dict() for d in datasets])
+
+
+def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard = Shard(),
+              progress: bool = True,
+              suite_stages: Sequence[Callable[[Suite, Store, StudyConfig, bool], int]] = (),
+              ) -> RunReport:
+    """Run every unfinished unit of the study for this shard, then the suite-level stages.
+
+    Args:
+        suite: The checkpoint suite.
+        store: The study file (the only writer is this process).
+        config: Sizes and seeds.
+        shard: Which checkpoints this process owns.
+        progress: Show progress bars.
+        suite_stages: Extra suite-level stages (e.g. steering evaluation), run after all
+            checkpoints in unsharded runs; each returns the number of units it wrote.
+    """
+    datasets = [prepare_dataset(name, config) for name in config.datasets]
+    register_study(store, suite, config, datasets)
+    done = store.finished_units(suite.name)
+    report = RunReport()
+    refs = [(i, ref) for i, ref in enumerate(suite.all_refs()) if shard.owns(i)]
+    bar = tqdm(refs, desc=f"{suite.name}: checkpoints", unit="ckpt", disable=not progress)
+    for _, ref in bar:
+        bar.set_postfix_str(ref.name)
+        todo = [
+            (d, stage) for d in datasets for stage in config.stages
+            if Unit(suite.name, ref.name, d.dataset.name, stage).key() not in done
+        ]
+        report.skipped += len(datasets) * len(config.stages) - len(todo)
+        if todo:
+            try:
+                report.written += _run_checkpoint(suite, ref, todo, store, config, progress)
+            except SuiteError as exc:
+                log.error("Skipping checkpoint %s: %s", ref.name, exc)
+                report.fail(ref.name, str(exc))
+    if shard.count == 1:
+        stages = (run_turn_stage, *suite_stages)
+        for stage in stages:
+            report.written += stage(suite, store, config, progress)
+    return report
+
+
+def _run_checkpoint(suite: Suite, ref: CheckpointRef, todo: list[tuple[PreparedDataset, str]],
+                    store: Store, config: StudyConfig, progress: bool) -> int:
+    model, tokenizer = load_checkpoint(ref, LoadOptions(device=config.device, dtype=config.dtype))
+    try:
+        store.update_checkpoint(
+            suite.name, ref.name,
+            weight_hash=ref.weight_hash or weight_hash(model),
+            n_layers=n_blocks(model),
+            hidden_size=int(model.config.hidden_size),
+        )
+        written = 0
+        by_dataset: dict[str, list[str]] = {}
+        for prepared, stage in todo:
+            by_dataset.setdefault(prepared.dataset.name, []).append(stage)
+        lookup = {p.dataset.name: p for p, _ in todo}
+        bar = tqdm(total=len(todo), desc=f"  {ref.name}: units", unit="unit",
+                   leave=False, disable=not progress)
+        for name, stages in by_dataset.items():
+            prepared = lookup[name]
+            start = time.perf_counter()
+            acts = extract_activations(
+                model, tokenizer, prepared.dataset.texts,
+                batch_size=config.batch_size, max_length=config.max_length,
+            )
+            extract_s = time.perf_counter() - start
+            for stage in stages:
+                bar.set_postfix_str(f"{name}/{stage}")
+                t0 = time.perf_counter()
+                tables = _STAGES[stage](suite, ref, prepared, acts, config)
+                unit = Unit(suite.name, ref.name, name, stage)
+                # Extraction time is charged to the first stage that needed it.
+                store.write_unit(unit, tables, seconds=time.perf_counter() - t0 + extract_s)
+                extract_s = 0.0
+                written += 1
+                bar.update()
+        bar.close()
+        return written
+    finally:
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+_STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "probe": probe_rows,
+    "info": info_rows,
+    "vectors": vector_rows,
+}
+
+
+def run_turn_stage(suite: Suite, store: Store, config: StudyConfig, progress: bool) -> int:
+    """Detect fitting → compression turns per dataset once all its info units exist."""
+    if "info" not in config.stages:
+        return 0
+    done = store.finished_units(suite.name)
+    pretraining = [ref.name for ref in suite.checkpoints]
+    written = 0
+    for name in config.datasets:
+        unit = Unit(suite.name, "*", name, "turns")
+        complete = all((suite.name, c, name, "info") in done for c in pretraining)
+        if unit.key() in done or not complete:
+            continue
+        start = time.perf_counter()
+        frame = store.info_results(suite.name, name)
+        rows = turn_rows(suite.name, name, frame[~frame["is_chat"]], config)
+        store.write_unit(unit, {"info_turns": rows}, seconds=time.perf_counter() - start)
+        written += 1
+    return written
+
+
+def missing_units(suite: Suite, store: Store, config: StudyConfig) -> list[Unit]:
+    """Return the per-checkpoint units of the study that are not finished yet."""
+    done = store.finished_units(suite.name)
+    return [
+        Unit(suite.name, ref.name, name, stage)
+        for ref in suite.all_refs()
+        for name in config.datasets
+        for stage in config.stages
+        if (suite.name, ref.name, name, stage) not in done
+    ]
+
+
+def merge_studies(target: Path, shards: Sequence[Path]) -> dict[str, int]:
+    """Merge shard study files into ``target`` (created if missing); returns row counts."""
+    missing = [str(p) for p in shards if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"Shard files not found: {', '.join(missing)}")
+    return Store(target).merge_from([Path(p) for p in shards])
+
+
+def summarise_probes(store: Store, suite: str) -> pd.DataFrame:
+    """Return, per dataset, the best layer at the last pre-training checkpoint and when it
+    first beat its shuffled-label control by 5 points (the README's headline table)."""
+    frame = store.probe_results(suite)
+    frame = frame[~frame["is_chat"]]
+    rows = []
+    for name, group in frame.groupby("dataset"):
+        last = group[group["ordinal"] == group["ordinal"].max()]
+        best = last.loc[last["accuracy"].idxmax()]
+        layer_rows = group[group["layer"] == best["layer"]]
+        above = layer_rows[layer_rows["accuracy"] - layer_rows["control_accuracy"] >= 0.05]
+        rows.append({
+            "dataset": name,
+            "best_layer": int(best["layer"]),
+            "accuracy": float(best["accuracy"]),
+            "ci": f"[{best['accuracy_lo']:.3f}, {best['accuracy_hi']:.3f}]",
+            "control": float(best["control_accuracy"]),
+            "first_step_above_control": int(above["step"].min()) if len(above) else None,
+            "mean_acc_all_layers": float(np.mean(last["accuracy"])),
+        })
+    return pd.DataFrame(rows)

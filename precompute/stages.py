@@ -1,0 +1,152 @@
+"""Per-unit computations: turn one checkpoint's activations into result-table rows.
+
+Each stage function takes the suite, the checkpoint, a prepared dataset and its
+activations, and returns ``{table name: rows}`` for :meth:`trustdyn.store.Store.write_unit`.
+Every row carries what it needs to be reproduced: seed, sizes, estimator parameters and
+the code version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from precompute.study import StudyConfig
+from trustdyn.activations import Activations
+from trustdyn.datasets import ProbeDataset, Split, load_dataset, sample_dataset, split_dataset
+from trustdyn.information import detect_turns, information_grid, usable_information_bits
+from trustdyn.probes import fit_probe_grid
+from trustdyn.provenance import code_version
+from trustdyn.steering import mean_difference_vectors
+from trustdyn.suites import CheckpointRef, Suite
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset sampled and split once per study, so every checkpoint sees the same rows.
+
+    Attributes:
+        dataset: The sampled dataset.
+        split: Probe train/test indices into ``dataset`` (train = vector-fitting rows).
+        info_rows: Indices of the fixed sample used for information estimates.
+    """
+
+    dataset: ProbeDataset
+    split: Split
+    info_rows: np.ndarray
+
+
+def prepare_dataset(name: str, config: StudyConfig) -> PreparedDataset:
+    """Load, sample and split a builtin dataset with the study's seed."""
+    full = load_dataset(name)
+    dataset = (sample_dataset(full, config.n_per_dataset, seed=config.seed)
+               if config.n_per_dataset else full)
+    split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
+    rng = np.random.default_rng(config.seed)
+    n_info = min(config.info_n, len(dataset))
+    info = np.sort(rng.choice(len(dataset), size=n_info, replace=False))
+    return PreparedDataset(dataset=dataset, split=split, info_rows=info)
+
+
+def _key(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset) -> dict[str, Any]:
+    return {"suite": suite.name, "checkpoint": ref.name, "dataset": prepared.dataset.name}
+
+
+def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
+               acts: Activations, config: StudyConfig) -> dict[str, Any]:
+    """Fit the per-layer probe grid; rows for ``probe_results`` and ``probe_directions``."""
+    labels = prepared.dataset.labels
+    train, test = prepared.split.train, prepared.split.test
+    grid = fit_probe_grid(
+        acts.blocks[:, train], labels[train], acts.blocks[:, test], labels[test],
+        seed=config.seed, n_bootstrap=config.n_bootstrap,
+    )
+    usable = np.asarray(usable_information_bits(grid.test_ce_bits, labels[test]))
+    key = _key(suite, ref, prepared)
+    results = []
+    for layer, row in enumerate(grid.to_rows()):
+        results.append({
+            **key, **{k: v for k, v in row.items() if k != "direction"},
+            "layer": layer,
+            "usable_info_bits": float(usable[layer]),
+            "seed": config.seed,
+            "params": {**grid.params, "pooling": acts.pooling, "site": acts.site,
+                       "study": config.digest()},
+            "code_version": code_version(),
+        })
+    directions = [
+        {**key, "layer": layer, "direction": grid.directions[layer]}
+        for layer in range(grid.directions.shape[0])
+    ]
+    return {"probe_results": results, "probe_directions": directions}
+
+
+def info_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
+              acts: Activations, config: StudyConfig) -> dict[str, Any]:
+    """Estimate I(X;T) and I(T;Y) per layer on the fixed information sample."""
+    rows = prepared.info_rows
+    estimates = information_grid(
+        acts.blocks[:, rows], acts.embeddings[rows], prepared.dataset.labels[rows],
+        seed=config.seed, n_permutations=config.n_permutations,
+    )
+    key = _key(suite, ref, prepared)
+    return {"info_results": [
+        {
+            **key,
+            "layer": e.layer, "estimator": e.estimator, "quantity": e.quantity,
+            "value": e.value, "null_mean": e.null_mean, "null_std": e.null_std,
+            "unit": e.unit, "n": len(rows), "seed": config.seed,
+            "params": {**e.params, "study": config.digest()},
+            "code_version": code_version(),
+        }
+        for e in estimates
+    ]}
+
+
+def vector_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
+                acts: Activations, config: StudyConfig) -> dict[str, Any]:
+    """Mean-difference steering vectors per layer from the vector-fitting (train) split."""
+    train = prepared.split.train
+    vectors = mean_difference_vectors(
+        acts.blocks[:, train], prepared.dataset.labels[train],
+        dataset=prepared.dataset.name, source=f"{suite.name}/{ref.name}",
+        model=ref.source, revision=ref.revision,
+        meta={"seed": config.seed, "n": len(train), "study": config.digest()},
+    )
+    key = _key(suite, ref, prepared)
+    return {"steering_vectors": [
+        {
+            **key,
+            "layer": v.layer, "direction": v.direction.numpy(), "scale": v.scale,
+            "toward_label": v.toward_label, "site": v.site, "operation": v.operation,
+            "hidden_size": v.hidden_size, "model": v.model, "revision": v.revision,
+            "n": len(train), "seed": config.seed,
+            "params": {"method": "mean_difference", "scale": "std of projections",
+                       "split": "probe train", "study": config.digest()},
+            "code_version": code_version(),
+        }
+        for v in vectors
+    ]}
+
+
+def turn_rows(suite: str, dataset: str, info: pd.DataFrame,
+              config: StudyConfig) -> list[dict[str, Any]]:
+    """Detect the fitting → compression turn per (layer, estimator) from I(X;T) rows."""
+    ixt = info[info["quantity"] == "I(X;T)"]
+    turns = detect_turns(ixt[["step", "layer", "dataset", "estimator", "value", "null_std"]])
+    return [
+        {
+            "suite": suite, "dataset": dataset, "layer": int(row["layer"]),
+            "estimator": row["estimator"],
+            "turn_step": None if pd.isna(row["turn_step"]) else int(row["turn_step"]),
+            "peak_value": row["peak_value"], "fall": row["fall"],
+            "final_value": row["final_value"],
+            "distinguishable": bool(row["distinguishable"]),
+            "params": {"rule": "detect_turns", "study": config.digest()},
+            "code_version": code_version(),
+        }
+        for _, row in turns.iterrows()
+    ]

@@ -1,0 +1,77 @@
+"""Study configuration: what the pipeline computes for a suite, and at which sizes.
+
+A :class:`StudyConfig` fixes everything that changes stored numbers (datasets, sample
+sizes, split fraction, seeds, bootstrap and permutation counts, extraction settings). It is
+stored with the suite in the study file, so every number can be traced back to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from trustdyn.datasets import BUILTIN_DATASETS
+
+PER_CHECKPOINT_STAGES: tuple[str, ...] = ("probe", "info", "vectors")
+"""Stages run for every (checkpoint, dataset): each is its own unit of work."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of one study over one suite.
+
+    Attributes:
+        datasets: Probe datasets (builtin names) to run.
+        n_per_dataset: Rows sampled per dataset (stratified, seeded); ``None`` = all.
+        info_n: Rows of that sample used for information estimates (the same rows at
+            every checkpoint).
+        test_fraction: Share of rows held out for probe evaluation.
+        seed: Seed for sampling, splits, probes, bootstraps and permutation nulls.
+        batch_size: Extraction batch size.
+        max_length: Longest tokenised statement (longer ones keep their end).
+        n_bootstrap: Bootstrap replicates for probe confidence intervals.
+        n_permutations: Permutations for the information estimators' null.
+        stages: Per-checkpoint stages to run.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        dtype: Model dtype for loading checkpoints.
+    """
+
+    datasets: tuple[str, ...] = BUILTIN_DATASETS
+    n_per_dataset: int | None = 600
+    info_n: int = 256
+    test_fraction: float = 0.3
+    seed: int = 0
+    batch_size: int = 64
+    max_length: int = 128
+    n_bootstrap: int = 1000
+    n_permutations: int = 20
+    stages: tuple[str, ...] = PER_CHECKPOINT_STAGES
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Return a short hash identifying the settings that change stored numbers."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("device",)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Per-preset sizes: `smoke` keeps tests to seconds, `default` keeps the whole default study
+# within its time budget on a 2-core laptop, `classroom` and public suites use every row.
+_PRESET_CONFIGS: dict[str, StudyConfig] = {
+    "smoke": StudyConfig(n_per_dataset=80, info_n=48, n_bootstrap=100, n_permutations=5),
+    "default": StudyConfig(n_per_dataset=600, info_n=256),
+    "classroom": StudyConfig(n_per_dataset=None, info_n=512),
+}
+
+
+def study_config(preset: str | None, **overrides: Any) -> StudyConfig:
+    """Return the study config for a preset (public suites use ``classroom`` sizes)."""
+    base = _PRESET_CONFIGS.get(preset or "classroom", _PRESET_CONFIGS["classroom"])
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,565 @@
+"""The study file: the one module that speaks SQL (DuckDB schema, writes, reads).
+
+A study is one DuckDB file holding tidy tables: suites and checkpoints (with provenance and
+weight hashes), datasets (with their cards), a table of finished units of work, and one
+table per result kind (probe results, probe directions, information estimates, detected
+turns, steering vectors, steering evaluations). Everything else in the project goes through
+:class:`Store`; no other module writes SQL, and every query here takes its values as
+parameters.
+
+Concurrency: DuckDB lets one process hold a file for writing and excludes readers from
+other processes while it does. So the pipeline (the only writer) holds the file only for
+the duration of one unit's transaction, and readers (the dashboard) open it read-only for
+one query at a time; both retry briefly on a lock conflict. A reader therefore never
+blocks the writer for more than one query, and sees only whole units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from trustdyn.provenance import code_version
+
+SCHEMA_VERSION = 1
+
+_TABLES: dict[str, str] = {
+    "meta": """
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR
+    """,
+    "suites": """
+        suite VARCHAR PRIMARY KEY,
+        description VARCHAR,
+        chat_checkpoint VARCHAR,
+        config JSON,
+        created_at TIMESTAMP
+    """,
+    "checkpoints": """
+        suite VARCHAR,
+        checkpoint VARCHAR,
+        ordinal INTEGER,
+        step BIGINT,
+        tokens BIGINT,
+        source VARCHAR,
+        revision VARCHAR,
+        weight_hash VARCHAR,
+        train_loss DOUBLE,
+        heldout_loss DOUBLE,
+        is_chat BOOLEAN,
+        n_layers INTEGER,
+        hidden_size INTEGER,
+        extra JSON,
+        PRIMARY KEY (suite, checkpoint)
+    """,
+    "datasets": """
+        dataset VARCHAR PRIMARY KEY,
+        dimension VARCHAR,
+        label1_meaning VARCHAR,
+        desirable_label INTEGER,
+        n_rows INTEGER,
+        sha256 VARCHAR,
+        card JSON
+    """,
+    "units": """
+        suite VARCHAR,
+        checkpoint VARCHAR,
+        dataset VARCHAR,
+        stage VARCHAR,
+        finished_at TIMESTAMP,
+        seconds DOUBLE,
+        code_version VARCHAR,
+        PRIMARY KEY (suite, checkpoint, dataset, stage)
+    """,
+    "probe_results": """
+        suite VARCHAR,
+        checkpoint VARCHAR,
+        dataset VARCHAR,
+        layer INTEGER,
+        accuracy DOUBLE,
+        accuracy_lo DOUBLE,
+        accuracy_hi DOUBLE,
+        auroc DOUBLE,
+        auroc_lo DOUBLE,
+        auroc_hi DOUBLE,
+        control_accuracy DOUBLE,
+        control_auroc DOUBLE,
+        test_ce_bits DOUBLE,
+        usable_info_bits DOUBLE,
+        n_train INTEGER,
+        n_test INTEGER,
+        seed INTEGER,
+        params JSON,
+        code_version VARCHAR,
+        PRIMARY KEY (suite, checkpoint, dataset, layer)
+    """,
+    "probe_directions": """
+        suite VARCHAR,
+        checkpoint VARCHAR,
+        dataset VARCHAR,
+        layer INTEGER,
+        direction FLOAT[],
+        PRIMARY KEY (suite, checkpoint, dataset, layer)
+    """,
+    "info_results": """
+        suite VARCHAR,
+        checkpoint VARCHAR,
+        dataset VARCHAR,
+        layer INTEGER,
+        estimator VARCHAR,
+        quantity VARCHAR,
+        value DOUBLE,
+        null_mean DOUBLE,
+        null_std DOUBLE,
+        unit VARCHAR,
+        n INTEGER,
+        seed INTEGER,
+        params JSON,
+        code_version VARCHAR,
+        PRIMARY KEY (suite, checkpoint, dataset, layer, estimator, quantity)
+    """,
+    "info_turns": """
+        suite VARCHAR,
+        dataset VARCHAR,
+        layer INTEGER,
+        estimator VARCHAR,
+        turn_step BIGINT,
+        peak_value DOUBLE,
+        fall DOUBLE,
+        final_value DOUBLE,
+        distinguishable BOOLEAN,
+        params JSON,
+        code_version VARCHAR,
+        PRIMARY KEY (suite, dataset, layer, estimator)
+    """,
+    "steering_vectors": """
+        suite VARCHAR,
+        checkpoint VARCHAR,
+        dataset VARCHAR,
+        layer INTEGER,
+        direction FLOAT[],
+        scale DOUBLE,
+        toward_label INTEGER,
+        site VARCHAR,
+        operation VARCHAR,
+        hidden_size INTEGER,
+        model VARCHAR,
+        revision VARCHAR,
+        n INTEGER,
+        seed INTEGER,
+        params JSON,
+        code_version VARCHAR,
+        PRIMARY KEY (suite, checkpoint, dataset, layer)
+    """,
+    "steering_evals": """
+        suite VARCHAR,
+        target VARCHAR,
+        vector_source VARCHAR,
+        dataset VARCHAR,
+        metric VARCHAR,
+        split VARCHAR,
+        layer INTEGER,
+        alpha DOUBLE,
+        steer_direction VARCHAR,
+        value DOUBLE,
+        ci_lo DOUBLE,
+        ci_hi DOUBLE,
+        n INTEGER,
+        seed INTEGER,
+        params JSON,
+        code_version VARCHAR,
+        PRIMARY KEY (suite, target, vector_source, dataset, metric, split, layer, alpha)
+    """,
+}
+
+RESULT_TABLES: tuple[str, ...] = (
+    "probe_results",
+    "probe_directions",
+    "info_results",
+    "info_turns",
+    "steering_vectors",
+    "steering_evals",
+)
+"""Tables a unit may write; each is keyed so a unit's rows can be replaced atomically."""
+
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+class StoreError(RuntimeError):
+    """A user-facing problem with a study file (wrong schema version, not a study, ...)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: (suite, checkpoint, dataset, stage); ``"*"`` marks 'all'."""
+
+    suite: str
+    checkpoint: str
+    dataset: str
+    stage: str
+
+    def key(self) -> tuple[str, str, str, str]:
+        """Return the unit as a tuple, the ``units`` table's primary key."""
+        return (self.suite, self.checkpoint, self.dataset, self.stage)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return any(marker in str(exc) for marker in _LOCK_MARKERS)
+
+
+def _jsonify(value: Any) -> Any:
+    """Return ``value`` as a JSON string when it is a dict/list, else unchanged."""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    for column in frame.columns:
+        if column in ("params", "extra", "config", "card"):
+            frame[column] = frame[column].map(_jsonify)
+        elif column == "direction":
+            frame[column] = frame[column].map(lambda v: np.asarray(v, dtype=np.float32).tolist())
+    return frame
+
+
+class Store:
+    """A study file. Cheap to construct; every call opens and closes its own connection.
+
+    Args:
+        path: The DuckDB file. Created (with the schema) on the first write.
+        timeout_s: How long a call waits for another process's lock before giving up.
+    """
+
+    def __init__(self, path: Path | str, *, timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+
+    # -- connections ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    if _is_lock_error(exc):
+                        raise StoreError(
+                            f"{self.path} stayed locked by another process for "
+                            f"{self.timeout_s:.0f} s; is a second pipeline writing to it?"
+                        ) from exc
+                    raise StoreError(f"Cannot open study file {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file for writing, creating or checking the schema first."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect(read_only=False) as con:
+            self._ensure_schema(con)
+            yield con
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file read-only (raises StoreError if it does not exist or is foreign)."""
+        if not self.path.exists():
+            raise StoreError(
+                f"No study file at {self.path}. Build one with "
+                "`python -m precompute run --suite builtin --preset default`."
+            )
+        with self._connect(read_only=True) as con:
+            self._check_version(con)
+            yield con
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "meta" in tables:
+            self._check_version(con)
+        for name, columns in _TABLES.items():
+            if name not in tables:
+                con.execute(f"CREATE TABLE {name} ({columns})")
+        con.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('created_by', ?)",
+            [str(SCHEMA_VERSION), code_version()],
+        )
+
+    def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except duckdb.CatalogException as exc:
+            raise StoreError(
+                f"{self.path} is a DuckDB file but not a trustdyn study (no meta table)."
+            ) from exc
+        found = int(row[0]) if row else None
+        if found != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written with study schema version {found}; this trustdyn "
+                f"reads version {SCHEMA_VERSION}. Rebuild it with `python -m precompute run` "
+                "into a new file (the old file is left untouched)."
+            )
+
+    # -- writes ----------------------------------------------------------------------
+
+    def put_suite(self, suite: str, *, description: str, chat_checkpoint: str | None,
+                  config: Mapping[str, Any], checkpoints: pd.DataFrame) -> None:
+        """Insert or replace a suite and its checkpoint rows (one transaction)."""
+        frame = _frame(checkpoints)
+        with self.writer() as con:
+            con.execute("BEGIN")
+            con.execute(
+                "INSERT OR REPLACE INTO suites VALUES (?, ?, ?, ?, ?)",
+                [suite, description, chat_checkpoint, _jsonify(dict(config)), _now()],
+            )
+            self._upsert(con, "checkpoints", frame)
+            con.execute("COMMIT")
+
+    def update_checkpoint(self, suite: str, checkpoint: str, **fields: Any) -> None:
+        """Set a few columns of one checkpoint row (e.g. a weight hash found at load time)."""
+        allowed = {"weight_hash", "n_layers", "hidden_size", "train_loss", "heldout_loss"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"Cannot update checkpoint columns {sorted(unknown)}")
+        with self.writer() as con:
+            for column, value in fields.items():
+                con.execute(
+                    f"UPDATE checkpoints SET {column} = ? WHERE suite = ? AND checkpoint = ?",
+                    [value, suite, checkpoint],
+                )
+
+    def put_datasets(self, cards: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or replace dataset rows from card dictionaries."""
+        frame = pd.DataFrame(
+            [
+                {
+                    "dataset": c["name"],
+                    "dimension": c.get("dimension"),
+                    "label1_meaning": c.get("label1_meaning"),
+                    "desirable_label": c.get("desirable_label"),
+                    "n_rows": c.get("rows"),
+                    "sha256": c.get("sha256"),
+                    "card": _jsonify(dict(c)),
+                }
+                for c in cards
+            ]
+        )
+        with self.writer() as con:
+            self._upsert(con, "datasets", frame)
+
+    def write_unit(self, unit: Unit, tables: Mapping[str, pd.DataFrame | Sequence[Mapping[str, Any]]],
+                   *, seconds: float) -> None:
+        """Write one unit's result rows and mark it finished, in one transaction.
+
+        Rows already stored under the same keys are replaced, so rerunning a unit (for
+        example after a schema-compatible code change) never duplicates rows.
+        """
+        unknown = set(tables) - set(RESULT_TABLES)
+        if unknown:
+            raise ValueError(f"Units cannot write tables {sorted(unknown)}")
+        frames = {name: _frame(rows) for name, rows in tables.items()}
+        with self.writer() as con:
+            con.execute("BEGIN")
+            try:
+                for name, frame in frames.items():
+                    if len(frame):
+                        self._upsert(con, name, frame)
+                con.execute(
+                    "INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [*unit.key(), _now(), seconds, code_version()],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+        con.register("_incoming", frame)
+        try:
+            con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+
+    def merge_from(self, shards: Sequence[Path]) -> dict[str, int]:
+        """Combine shard files into this one; rows with an existing key are kept once.
+
+        Returns:
+            The number of rows each table holds after the merge.
+        """
+        with self.writer() as con:
+            for i, shard in enumerate(shards):
+                alias = f"shard{i}"
+                Store(shard, timeout_s=self.timeout_s)._validate_file()
+                con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(shard)])
+                try:
+                    con.execute("BEGIN")
+                    for table in _TABLES:
+                        if table == "meta":
+                            continue
+                        con.execute(
+                            f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM {alias}.{table}"
+                        )
+                    con.execute("COMMIT")
+                finally:
+                    con.execute(f"DETACH {alias}")
+            return {
+                table: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+                for table in _TABLES
+            }
+
+    def _validate_file(self) -> None:
+        with self.reader():
+            pass
+
+    # -- reads -----------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Run a parameterised read-only query and return a DataFrame.
+
+        Only this module's read helpers call it; it is public for tests and benchmarks.
+        """
+        with self.reader() as con:
+            return con.execute(sql, list(params)).df()
+
+    def exists(self) -> bool:
+        """Return True if the file exists and is a study of this schema version."""
+        if not self.path.exists():
+            return False
+        try:
+            self._validate_file()
+        except StoreError:
+            return False
+        return True
+
+    def finished_units(self, suite: str) -> set[tuple[str, str, str, str]]:
+        """Return the keys of all finished units of ``suite`` (empty if no file yet)."""
+        if not self.path.exists():
+            return set()
+        frame = self.query(
+            "SELECT suite, checkpoint, dataset, stage FROM units WHERE suite = ?", [suite]
+        )
+        return {tuple(row) for row in frame.itertuples(index=False, name=None)}  # type: ignore[misc]
+
+    def suites(self) -> pd.DataFrame:
+        """Return all suites with their number of checkpoints."""
+        return self.query(
+            "SELECT s.suite, s.description, s.chat_checkpoint, s.config, s.created_at, "
+            "count(c.checkpoint) AS n_checkpoints "
+            "FROM suites s LEFT JOIN checkpoints c USING (suite) "
+            "GROUP BY ALL ORDER BY s.suite"
+        )
+
+    def checkpoints(self, suite: str) -> pd.DataFrame:
+        """Return a suite's checkpoints in training order (chat model last)."""
+        return self.query(
+            "SELECT * FROM checkpoints WHERE suite = ? ORDER BY is_chat, ordinal", [suite]
+        )
+
+    def datasets(self) -> pd.DataFrame:
+        """Return the dataset rows (with cards as JSON strings)."""
+        return self.query("SELECT * FROM datasets ORDER BY dimension")
+
+    def units(self, suite: str) -> pd.DataFrame:
+        """Return a suite's finished units."""
+        return self.query(
+            "SELECT * FROM units WHERE suite = ? ORDER BY stage, checkpoint, dataset", [suite]
+        )
+
+    def probe_results(self, suite: str, dataset: str | None = None) -> pd.DataFrame:
+        """Return probe metrics joined with checkpoint step/tokens, ordered by step, layer."""
+        return self._with_steps("probe_results", suite, dataset)
+
+    def info_results(self, suite: str, dataset: str | None = None) -> pd.DataFrame:
+        """Return information estimates joined with checkpoint step/tokens."""
+        return self._with_steps("info_results", suite, dataset)
+
+    def _with_steps(self, table: str, suite: str, dataset: str | None) -> pd.DataFrame:
+        if table not in ("probe_results", "info_results"):
+            raise ValueError(table)
+        return self.query(
+            f"SELECT r.*, c.step, c.tokens, c.ordinal, c.is_chat FROM {table} r "
+            "JOIN checkpoints c USING (suite, checkpoint) "
+            "WHERE r.suite = ? AND (? IS NULL OR r.dataset = ?) "
+            "ORDER BY c.is_chat, c.ordinal, r.layer",
+            [suite, dataset, dataset],
+        )
+
+    def info_turns(self, suite: str) -> pd.DataFrame:
+        """Return the detected fitting → compression turns of a suite."""
+        return self.query(
+            "SELECT * FROM info_turns WHERE suite = ? ORDER BY dataset, estimator, layer", [suite]
+        )
+
+    def probe_directions(self, suite: str, dataset: str, layer: int) -> pd.DataFrame:
+        """Return probe directions of one (dataset, layer) across checkpoints, in order."""
+        return self.query(
+            "SELECT d.checkpoint, c.step, c.is_chat, d.direction FROM probe_directions d "
+            "JOIN checkpoints c USING (suite, checkpoint) "
+            "WHERE d.suite = ? AND d.dataset = ? AND d.layer = ? ORDER BY c.is_chat, c.ordinal",
+            [suite, dataset, layer],
+        )
+
+    def steering_vectors(self, suite: str, dataset: str | None = None,
+                         *, with_direction: bool = False) -> pd.DataFrame:
+        """Return steering-vector rows (directions only when asked: they are wide)."""
+        columns = "v.*" if with_direction else "v.* EXCLUDE (direction)"
+        return self.query(
+            f"SELECT {columns}, c.step, c.is_chat FROM steering_vectors v "
+            "LEFT JOIN checkpoints c USING (suite, checkpoint) "
+            "WHERE v.suite = ? AND (? IS NULL OR v.dataset = ?) "
+            "ORDER BY c.is_chat, c.ordinal, v.layer",
+            [suite, dataset, dataset],
+        )
+
+    def steering_vector(self, suite: str, checkpoint: str, dataset: str, layer: int
+                        ) -> dict[str, Any] | None:
+        """Return one stored steering vector as a dict (direction as a float32 array)."""
+        frame = self.query(
+            "SELECT * FROM steering_vectors WHERE suite = ? AND checkpoint = ? "
+            "AND dataset = ? AND layer = ?",
+            [suite, checkpoint, dataset, layer],
+        )
+        if frame.empty:
+            return None
+        row: dict[str, Any] = frame.iloc[0].to_dict()
+        row["direction"] = np.asarray(row["direction"], dtype=np.float32)
+        return row
+
+    def steering_evals(self, suite: str) -> pd.DataFrame:
+        """Return all steering evaluation rows of a suite."""
+        return self.query(
+            "SELECT * FROM steering_evals WHERE suite = ? "
+            "ORDER BY target, dataset, metric, split, vector_source, layer, alpha",
+            [suite],
+        )
+
+    def table_counts(self) -> dict[str, int]:
+        """Return the number of rows of every table."""
+        with self.reader() as con:
+            return {
+                table: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+                for table in _TABLES
+            }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

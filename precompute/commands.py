@@ -29,6 +29,17 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     _suite_args(status)
     status.set_defaults(handler=_status)
 
+    study = sub.add_parser(
+        "study", help="the embedded default study: the built-in suite (pre-trained if needed) "
+        "and SmolLM2-135M-Instruct, into one file")
+    study.add_argument("--preset", default="default", help="smoke, default or classroom")
+    study.add_argument("--db", type=Path, default=None,
+                       help=f"study file (default {default_study_path()})")
+    study.add_argument("--no-smollm2", action="store_true",
+                       help="skip SmolLM2-135M-Instruct (its vectors feed the live chat demo)")
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
+    study.set_defaults(handler=_study)
+
     merge = sub.add_parser("merge", help="merge shard study files into one")
     merge.add_argument("--db", type=Path, required=True, help="the merged study file")
     merge.add_argument("shards", type=Path, nargs="+", help="shard study files")
@@ -68,10 +79,8 @@ def _load_suite(args: argparse.Namespace) -> Suite:
 
 def _run(args: argparse.Namespace) -> int:
     suite, store, config = _resolve(args)
-    from precompute.evaluate_stage import run_steering_stage
-
     report = run_study(suite, store, config, shard=Shard.parse(args.shard),
-                       progress=not args.quiet, suite_stages=(run_steering_stage,))
+                       progress=not args.quiet)
     print(f"{suite.name}: {report.written} units written, {report.skipped} already done "
           f"-> {store.path}")
     for checkpoint, reason in report.failures or []:
@@ -95,6 +104,29 @@ def _status(args: argparse.Namespace) -> int:
     if len(missing) > 20:
         print(f"  ... and {len(missing) - 20} more")
     return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from trustdyn.suites.builtin import pretrain
+    from trustdyn.suites.smollm2 import smollm2_suite
+
+    store = Store(args.db or default_study_path())
+    progress = not args.quiet
+    runs: list[tuple[Suite, StudyConfig]] = [
+        (pretrain(args.preset, progress=progress), study_config(args.preset))
+    ]
+    if not args.no_smollm2:
+        runs.append((smollm2_suite(), study_config(f"smollm2-{args.preset}")))
+    failed = False
+    for suite, config in runs:
+        report = run_study(suite, store, config, progress=progress)
+        print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
+        for checkpoint, reason in report.failures or []:
+            print(f"  FAILED {checkpoint}: {reason}")
+            failed = True
+    print(f"study file: {store.path}")
+    print(summarise_probes(store, runs[0][0].name).to_string(index=False))
+    return 1 if failed else 0
 
 
 def _merge(args: argparse.Namespace) -> int:

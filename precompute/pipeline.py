@@ -39,6 +39,16 @@ from trustdyn.suites.loading import weight_hash
 
 log = logging.getLogger(__name__)
 
+SuiteStage = Callable[[Suite, Store, StudyConfig, bool], int]
+"""A suite-level stage: runs once all checkpoints are done; returns units written."""
+
+
+def default_suite_stages() -> tuple[SuiteStage, ...]:
+    """Return the suite-level stages every unsharded run ends with."""
+    from precompute.evaluate_stage import run_steering_stage
+
+    return (run_turn_stage, run_steering_stage)
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -124,8 +134,7 @@ def register_study(store: Store, suite: Suite, config: StudyConfig,
 
 def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard = Shard(),
               progress: bool = True,
-              suite_stages: Sequence[Callable[[Suite, Store, StudyConfig, bool], int]] = (),
-              ) -> RunReport:
+              suite_stages: Sequence[SuiteStage] | None = None) -> RunReport:
     """Run every unfinished unit of the study for this shard, then the suite-level stages.
 
     Args:
@@ -134,8 +143,9 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
         config: Sizes and seeds.
         shard: Which checkpoints this process owns.
         progress: Show progress bars.
-        suite_stages: Extra suite-level stages (e.g. steering evaluation), run after all
-            checkpoints in unsharded runs; each returns the number of units it wrote.
+        suite_stages: Suite-level stages, run after all checkpoints in unsharded runs;
+            each returns the number of units it wrote. ``None`` = turn detection and the
+            steering evaluation.
     """
     datasets = [prepare_dataset(name, config) for name in config.datasets]
     register_study(store, suite, config, datasets)
@@ -157,8 +167,7 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
                 log.error("Skipping checkpoint %s: %s", ref.name, exc)
                 report.fail(ref.name, str(exc))
     if shard.count == 1:
-        stages = (run_turn_stage, *suite_stages)
-        for stage in stages:
+        for stage in default_suite_stages() if suite_stages is None else suite_stages:
             report.written += stage(suite, store, config, progress)
     return report
 

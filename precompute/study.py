@@ -68,6 +68,12 @@ _PRESET_CONFIGS: dict[str, StudyConfig] = {
     "smoke": StudyConfig(n_per_dataset=80, info_n=48, n_bootstrap=100, n_permutations=5),
     "default": StudyConfig(n_per_dataset=600, info_n=256),
     "classroom": StudyConfig(n_per_dataset=None, info_n=512),
+    # SmolLM2-135M-Instruct is ~100x the built-in model: fewer rows keep the default study
+    # within budget; its vectors exist for every layer and dataset all the same.
+    "smollm2-smoke": StudyConfig(n_per_dataset=40, info_n=32, n_bootstrap=100,
+                                 n_permutations=5, batch_size=16),
+    "smollm2-default": StudyConfig(n_per_dataset=200, info_n=128, batch_size=32),
+    "smollm2-classroom": StudyConfig(n_per_dataset=None, info_n=512, batch_size=32),
 }
 
 

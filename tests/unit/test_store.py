@@ -1,0 +1,150 @@
+"""The study store: schema, atomic unit writes, version checks, merge, concurrent access."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from trustdyn.store import SCHEMA_VERSION, Store, StoreError, Unit
+
+
+def _checkpoints(suite: str = "s", n: int = 2) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"suite": suite, "checkpoint": f"c{i}", "ordinal": i, "step": 10 * i, "tokens": 100 * i,
+         "source": "/x", "revision": None, "weight_hash": None, "train_loss": 1.0,
+         "heldout_loss": 1.0, "is_chat": False, "extra": {"i": i}}
+        for i in range(n)
+    ])
+
+
+def _probe_rows(checkpoint: str, layers: int = 3, acc: float = 0.7) -> list[dict]:
+    return [{"suite": "s", "checkpoint": checkpoint, "dataset": "d", "layer": layer,
+             "accuracy": acc, "params": {"C": 1.0}} for layer in range(layers)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "study.duckdb", timeout_s=5)
+    s.put_suite("s", description="test", chat_checkpoint=None, config={"seed": 0},
+                checkpoints=_checkpoints())
+    return s
+
+
+def test_write_unit_and_read_back(store: Store) -> None:
+    store.write_unit(Unit("s", "c1", "d", "probe"), {"probe_results": _probe_rows("c1")}, seconds=1)
+    frame = store.probe_results("s")
+    assert list(frame["layer"]) == [0, 1, 2]
+    assert set(frame["step"]) == {10}
+    assert store.finished_units("s") == {("s", "c1", "d", "probe")}
+
+
+def test_rewriting_a_unit_replaces_rows(store: Store) -> None:
+    unit = Unit("s", "c0", "d", "probe")
+    store.write_unit(unit, {"probe_results": _probe_rows("c0", acc=0.6)}, seconds=1)
+    store.write_unit(unit, {"probe_results": _probe_rows("c0", acc=0.8)}, seconds=1)
+    frame = store.probe_results("s")
+    assert len(frame) == 3 and (frame["accuracy"] == 0.8).all()
+    assert store.table_counts()["units"] == 1
+
+
+def test_failed_unit_leaves_nothing(store: Store) -> None:
+    bad = [{"suite": "s", "checkpoint": "c0", "dataset": "d", "layer": "not a number"}]
+    with pytest.raises(duckdb.Error):
+        store.write_unit(Unit("s", "c0", "d", "probe"),
+                         {"probe_results": _probe_rows("c0") + bad}, seconds=1)
+    assert store.table_counts()["probe_results"] == 0
+    assert store.finished_units("s") == set()
+
+
+def test_unknown_table_is_rejected(store: Store) -> None:
+    with pytest.raises(ValueError, match="cannot write"):
+        store.write_unit(Unit("s", "c0", "d", "x"), {"checkpoints": []}, seconds=0)
+
+
+def test_directions_round_trip(store: Store) -> None:
+    direction = np.arange(5, dtype=np.float32) / 7
+    store.write_unit(Unit("s", "c0", "d", "probe"), {"probe_directions": [
+        {"suite": "s", "checkpoint": "c0", "dataset": "d", "layer": 1, "direction": direction}
+    ]}, seconds=0)
+    frame = store.probe_directions("s", "d", 1)
+    np.testing.assert_array_equal(np.asarray(frame["direction"].iloc[0], np.float32), direction)
+
+
+def test_missing_file_and_foreign_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="precompute run"):
+        Store(tmp_path / "none.duckdb").suites()
+    foreign = tmp_path / "foreign.duckdb"
+    duckdb.connect(str(foreign)).execute("CREATE TABLE t (x INT)").close()
+    with pytest.raises(StoreError, match="not a trustdyn study"):
+        Store(foreign).suites()
+    assert not Store(foreign).exists()
+
+
+def test_other_schema_version_is_refused_and_untouched(store: Store) -> None:
+    con = duckdb.connect(str(store.path))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    con.close()
+    before = store.path.read_bytes()
+    with pytest.raises(StoreError, match="schema version"):
+        store.write_unit(Unit("s", "c0", "d", "probe"), {"probe_results": _probe_rows("c0")},
+                         seconds=0)
+    with pytest.raises(StoreError, match="schema version"):
+        store.suites()
+    assert store.path.read_bytes() == before
+
+
+def test_merge_deduplicates(store: Store, tmp_path: Path) -> None:
+    other = Store(tmp_path / "other.duckdb")
+    other.put_suite("s", description="test", chat_checkpoint=None, config={},
+                    checkpoints=_checkpoints())
+    store.write_unit(Unit("s", "c0", "d", "probe"), {"probe_results": _probe_rows("c0")}, seconds=0)
+    other.write_unit(Unit("s", "c0", "d", "probe"), {"probe_results": _probe_rows("c0")}, seconds=0)
+    other.write_unit(Unit("s", "c1", "d", "probe"), {"probe_results": _probe_rows("c1")}, seconds=0)
+    merged = Store(tmp_path / "merged.duckdb")
+    counts = merged.merge_from([store.path, other.path])
+    assert counts["probe_results"] == 6
+    assert counts["units"] == 2
+    assert counts["checkpoints"] == 2
+
+
+def test_query_values_are_parameters(store: Store) -> None:
+    store.write_unit(Unit("s", "c0", "d", "probe"), {"probe_results": _probe_rows("c0")}, seconds=0)
+    assert store.probe_results("s' OR '1'='1").empty
+    assert len(store.probe_results("s", "d")) == 3
+
+
+def _hold_writer(path: str, seconds: float, ready: mp.synchronize.Event) -> None:
+    import time
+
+    con = duckdb.connect(path)
+    ready.set()
+    time.sleep(seconds)
+    con.close()
+
+
+def test_reader_waits_for_a_short_writer(store: Store) -> None:
+    ready = mp.get_context("spawn").Event()
+    proc = mp.get_context("spawn").Process(target=_hold_writer, args=(str(store.path), 1.0, ready))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        assert len(store.suites()) == 1  # retried until the other process let go
+    finally:
+        proc.join()
+
+
+def test_reader_gives_a_clear_error_when_locked_too_long(store: Store) -> None:
+    ready = mp.get_context("spawn").Event()
+    proc = mp.get_context("spawn").Process(target=_hold_writer, args=(str(store.path), 3.0, ready))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(StoreError, match="locked"):
+            Store(store.path, timeout_s=0.5).suites()
+    finally:
+        proc.join()

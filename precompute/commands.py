@@ -16,7 +16,8 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``run``, ``status`` and ``merge`` on the CLI."""
     run = sub.add_parser("run", help="run every unfinished unit of a study (resumable)")
     _suite_args(run)
-    run.add_argument("--shard", default="0/1", help="i/n: run only checkpoints with ordinal %% n == i")
+    run.add_argument("--shard", default="0/1",
+                     help="i/n: run only checkpoints with ordinal %% n == i")
     run.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
     run.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
     run.add_argument("--n-per-dataset", type=int, default=None,

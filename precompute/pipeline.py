@@ -263,8 +263,11 @@ def merge_studies(target: Path, shards: Sequence[Path]) -> dict[str, int]:
 
 
 def summarise_probes(store: Store, suite: str) -> pd.DataFrame:
-    """Return, per dataset, the best layer at the last pre-training checkpoint and when it
-    first beat its shuffled-label control by 5 points (the README's headline table)."""
+    """Return the README's headline table: the best layer per dataset, and its history.
+
+    Per dataset: the best layer at the last pre-training checkpoint, and the first step at
+    which that layer beat its shuffled-label control by 5 points.
+    """
     frame = store.probe_results(suite)
     frame = frame[~frame["is_chat"]]
     rows = []

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from precompute.study import StudyConfig
 from trustdyn.activations import Activations
 from trustdyn.datasets import ProbeDataset, Split, load_dataset, sample_dataset, split_dataset
-from trustdyn.information import detect_turns, information_grid, usable_information_bits
+from trustdyn.information import detect_turns, information_grid
 from trustdyn.probes import fit_probe_grid
 from trustdyn.provenance import code_version
 from trustdyn.steering import mean_difference_vectors
@@ -60,20 +61,19 @@ def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     """Fit the per-layer probe grid; rows for ``probe_results`` and ``probe_directions``."""
     labels = prepared.dataset.labels
     train, test = prepared.split.train, prepared.split.test
+    y = torch.tensor(np.asarray(labels), dtype=torch.long)
     grid = fit_probe_grid(
-        acts.blocks[:, train], labels[train], acts.blocks[:, test], labels[test],
+        acts.blocks[:, train], y[train], acts.blocks[:, test], y[test],
         seed=config.seed, n_bootstrap=config.n_bootstrap,
     )
-    usable = np.asarray(usable_information_bits(grid.test_ce_bits, labels[test]))
     key = _key(suite, ref, prepared)
     results = []
-    for layer, row in enumerate(grid.to_rows()):
+    for row in grid.to_rows():
+        solver = {"n_iter": row.pop("n_iter"), "converged": row.pop("converged")}
         results.append({
-            **key, **{k: v for k, v in row.items() if k != "direction"},
-            "layer": layer,
-            "usable_info_bits": float(usable[layer]),
+            **key, **row,
             "seed": config.seed,
-            "params": {**grid.params, "pooling": acts.pooling, "site": acts.site,
+            "params": {**grid.params, **solver, "pooling": acts.pooling, "site": acts.site,
                        "study": config.digest()},
             "code_version": code_version(),
         })

@@ -292,7 +292,8 @@ class Store:
             yield con
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
-        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        listing = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        tables = {row[0] for row in listing}
         if "meta" in tables:
             self._check_version(con)
         for name, columns in _TABLES.items():
@@ -365,7 +366,8 @@ class Store:
         with self.writer() as con:
             self._upsert(con, "datasets", frame)
 
-    def write_unit(self, unit: Unit, tables: Mapping[str, pd.DataFrame | Sequence[Mapping[str, Any]]],
+    def write_unit(self, unit: Unit,
+                   tables: Mapping[str, pd.DataFrame | Sequence[Mapping[str, Any]]],
                    *, seconds: float) -> None:
         """Write one unit's result rows and mark it finished, in one transaction.
 
@@ -457,7 +459,8 @@ class Store:
         frame = self.query(
             "SELECT suite, checkpoint, dataset, stage FROM units WHERE suite = ?", [suite]
         )
-        return {tuple(row) for row in frame.itertuples(index=False, name=None)}  # type: ignore[misc]
+        return {(str(a), str(b), str(c), str(d))
+                for a, b, c, d in frame.itertuples(index=False, name=None)}
 
     def suites(self) -> pd.DataFrame:
         """Return all suites with their number of checkpoints."""
@@ -499,7 +502,7 @@ class Store:
             f"SELECT r.*, c.step, c.tokens, c.ordinal, c.is_chat FROM {table} r "
             "JOIN checkpoints c USING (suite, checkpoint) "
             "WHERE r.suite = ? AND (? IS NULL OR r.dataset = ?) "
-            "ORDER BY c.is_chat, c.ordinal, r.layer",
+            "ORDER BY c.is_chat, c.ordinal, r.dataset, r.layer",
             [suite, dataset, dataset],
         )
 
@@ -540,7 +543,7 @@ class Store:
         )
         if frame.empty:
             return None
-        row: dict[str, Any] = frame.iloc[0].to_dict()
+        row: dict[str, Any] = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
         row["direction"] = np.asarray(row["direction"], dtype=np.float32)
         return row
 

@@ -11,7 +11,9 @@ from trustdyn.suites import Suite
 
 @pytest.fixture(scope="session")
 def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("smoke-suite")
+    # The folder that holds suite folders under a TRUSTDYN_HOME, so CLI subprocesses given
+    # TRUSTDYN_HOME=<parent> find the same pre-trained run.
+    return tmp_path_factory.mktemp("home") / "suites"
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,10 @@ class Suite:
 
     def all_refs(self) -> tuple[CheckpointRef, ...]:
         """Return the pre-training checkpoints followed by the chat model, if any."""
-        return self.checkpoints + ((self.chat,) if self.chat is not None else ())
+        # A single-model suite (SmolLM2-Instruct) lists its one ref as checkpoint and chat.
+        if self.chat is None or self.chat in self.checkpoints:
+            return self.checkpoints
+        return (*self.checkpoints, self.chat)
 
     def duplicates(self) -> list[tuple[str, str]]:
         """Return pairs of checkpoint names whose weight hashes are equal."""

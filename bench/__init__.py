@@ -1,0 +1,1 @@
+"""Benchmarks: plain scripts (``python -m bench.<name>``) that print ratios against baselines."""

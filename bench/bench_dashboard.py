@@ -1,0 +1,205 @@
+"""Benchmark: dashboard read and figure times on a large SYNTHETIC study, and app start-up.
+
+Writes (or reuses, with ``--db``) a synthetic study of 360 checkpoints × 32 layers × 5
+datasets — the size of an LLM360 Amber study at every checkpoint — and times, median of
+``--repeats`` runs each:
+
+* ``store.probe_results`` — the store's general read of one dataset (the baseline);
+* ``store.reader()`` — opening and closing a read-only connection (every store call pays
+  it: the store holds no connection open, so the pipeline can write between reads);
+* ``dashboard.probe_grid`` — the heatmap's narrow query (goal: under 50 ms), also shown
+  without the connection cost, and as the pages get it on a repeat view (cache hit);
+* ``figures.probe_heatmap`` — building the heatmap figure from that frame;
+* ``figure.to_json`` — serialising it (what Streamlit sends to the browser);
+* info-plane and steering-table reads, for scale.
+
+and the app's start-up in a fresh interpreter: the first ``AppTest`` run of ``app.py``
+(imports, first queries) against the second (warm caches). Ratios are printed against
+the baseline measured in the same run. Wall-clock times; on a shared machine use more
+``--repeats``.
+
+    python -m bench.bench_dashboard --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trustdyn import dashboard, figures
+from trustdyn.paths import REPO_ROOT
+from trustdyn.store import Store
+from trustdyn.synthetic import write_synthetic_study
+
+SUITE = "synthetic"
+DATASET = "truthfulqa"
+
+
+def environment() -> dict[str, Any]:
+    """Return what the numbers depend on: machine, load and library versions."""
+    import duckdb
+    import plotly
+    import streamlit
+
+    return {
+        "python": platform.python_version(), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "duckdb": duckdb.__version__, "plotly": plotly.__version__,
+        "streamlit": streamlit.__version__,
+    }
+
+
+def median_ms(func: Callable[[], Any], repeats: int) -> float:
+    """Return the median wall time of ``func()`` in milliseconds (one warm-up call first)."""
+    func()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def ensure_study(path: Path, checkpoints: int, layers: int) -> tuple[Store, float | None]:
+    """Return the study at ``path``, writing it first if needed (and how long that took)."""
+    store = Store(path)
+    if store.exists() and SUITE in set(store.suites()["suite"]):
+        return store, None
+    start = time.perf_counter()
+    write_synthetic_study(path, n_checkpoints=checkpoints, n_layers=layers, hidden_size=64)
+    return store, time.perf_counter() - start
+
+
+def _open_reader(store: Store) -> None:
+    with store.reader():
+        pass
+
+
+def _cached_read(path: Path) -> Callable[[], Any]:
+    """Return a call of the pages' cached reader (``st.cache_data``, bare mode)."""
+    import logging
+
+    os.environ[dashboard.STUDY_ENV] = str(path)
+    # Outside a server Streamlit warns on every cached call; the timing is what matters.
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+    from pages import _common
+
+    return lambda: _common.read("probe_grid", SUITE, DATASET)
+
+
+def time_reads(store: Store, repeats: int) -> dict[str, float]:
+    """Time the heatmap path (query, figure, serialisation) and other page reads."""
+    grid = dashboard.probe_grid(store, SUITE, DATASET)
+    figure = figures.probe_heatmap(grid)
+    info = dashboard.info_frame(store, SUITE, DATASET)
+    evals = dashboard.steering_evals(store, SUITE)
+    ckpts = dashboard.checkpoints(store, SUITE)
+    return {
+        "store.probe_results (baseline)": median_ms(
+            lambda: store.probe_results(SUITE, DATASET), repeats),
+        "store.reader() open + close": median_ms(lambda: _open_reader(store), repeats),
+        "dashboard.probe_grid (heatmap query)": median_ms(
+            lambda: dashboard.probe_grid(store, SUITE, DATASET), repeats),
+        "probe_grid cached (repeat view)": median_ms(_cached_read(store.path), repeats),
+        "figures.probe_heatmap": median_ms(lambda: figures.probe_heatmap(grid), repeats),
+        "figure.to_json": median_ms(figure.to_json, repeats),
+        "dashboard.info_frame": median_ms(
+            lambda: dashboard.info_frame(store, SUITE, DATASET), repeats),
+        "dashboard.info_plane": median_ms(
+            lambda: dashboard.info_plane(info, grid, "renyi"), repeats),
+        "dashboard.steering_evals": median_ms(
+            lambda: dashboard.steering_evals(store, SUITE), repeats),
+        "dashboard.steering_table": median_ms(
+            lambda: dashboard.steering_table(evals, ckpts, "chat", DATASET), repeats),
+    }
+
+
+_STARTUP_SCRIPT = """
+import json, sys, time
+start = time.perf_counter()
+from streamlit.testing.v1 import AppTest
+imported = time.perf_counter()
+app = AppTest.from_file(sys.argv[1], default_timeout=600)
+app.run()
+first = time.perf_counter()
+assert not app.exception, app.exception[0].value
+app.run()
+second = time.perf_counter()
+app.switch_page("pages/probes.py").run()
+probes = time.perf_counter()
+print(json.dumps({"import streamlit.testing": imported - start,
+                  "app first run (cold process)": first - imported,
+                  "app rerun (warm, baseline)": second - first,
+                  "probes page first view": probes - second}))
+"""
+
+
+def time_startup(path: Path) -> dict[str, float]:
+    """Time the app's first AppTest run in a fresh process, and a warm rerun, in ms.
+
+    A fresh interpreter, so the first run pays every import (plotly, pandas, DuckDB, the
+    pages) as a newly started server does.
+    """
+    env = {**os.environ, dashboard.STUDY_ENV: str(path)}
+    result = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT, str(REPO_ROOT / "app.py")],
+                            capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                            check=True)
+    seconds = json.loads(result.stdout.strip().splitlines()[-1])
+    return {name: value * 1000 for name, value in seconds.items()}
+
+
+def main() -> None:
+    """Run the benchmark and print a table with ratios to each section's baseline."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, default=None,
+                        help="study file to reuse (written there if missing)")
+    parser.add_argument("--checkpoints", type=int, default=360)
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-startup", action="store_true", help="skip the AppTest timing")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+
+    env = environment()
+    print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.db or Path(tmp) / "bench.duckdb"
+        store, written = ensure_study(path, args.checkpoints, args.layers)
+        counts = store.table_counts()
+        print(f"study: {args.checkpoints} checkpoints × {args.layers} layers × 5 datasets, "
+              f"{counts['probe_results']:,} probe rows, {counts['info_results']:,} info rows"
+              + (f"; written in {written:.1f} s" if written is not None else " (reused)"))
+        reads = time_reads(store, args.repeats)
+        startup = {} if args.no_startup else time_startup(path)
+    base = reads["store.probe_results (baseline)"]
+    print(f"\n{'read / build':40s} {'median ms':>10s} {'× baseline':>11s}")
+    for name, value in reads.items():
+        print(f"{name:40s} {value:10.1f} {value / base:11.2f}")
+    query = reads["dashboard.probe_grid (heatmap query)"]
+    opened = reads["store.reader() open + close"]
+    print(f"heatmap query goal < 50 ms: {'met' if query < 50 else 'NOT met'} "
+          f"({query:.1f} ms with a new connection, {query - opened:.1f} ms without it, "
+          f"{reads['probe_grid cached (repeat view)']:.2f} ms cached)")
+    if startup:
+        warm = startup["app rerun (warm, baseline)"]
+        print(f"\n{'start-up':40s} {'ms':>10s} {'× warm rerun':>13s}")
+        for name, value in startup.items():
+            print(f"{name:40s} {value:10.1f} {value / warm:13.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"environment": env, "reads_ms": reads,
+                                         "startup_ms": startup, "study_write_s": written},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Streamlit helpers shared by the pages: the study in use, cached reads, figure export.
+
+Reads go through :func:`read`, which calls a :mod:`trustdyn.dashboard` function by name
+under ``st.cache_data`` keyed on the study file's stamp (mtime and size of the file and
+its WAL), so a study the pipeline is still writing refreshes on the next interaction
+while repeated views of a finished study never touch DuckDB twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from trustdyn import dashboard
+from trustdyn.figures import ExportFormat, Scale, XAxis, export_config
+from trustdyn.store import Store, StoreError
+
+READ_TIMEOUT_S = 5.0
+"""How long a page waits for the pipeline's write lock before saying so (seconds)."""
+
+X_LABELS = {"step": "training step", "tokens": "tokens seen"}
+
+
+def study_path() -> Path:
+    """Return the study file this server shows (``--db``, ``$TRUSTDYN_STUDY`` or default)."""
+    return dashboard.resolve_study_path()
+
+
+def store() -> Store:
+    """Return a read handle on the study (short lock timeout: pages must stay responsive)."""
+    return Store(study_path(), timeout_s=READ_TIMEOUT_S)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached(name: str, path: str, stamp: tuple[int, int, int], args: tuple[Any, ...]) -> Any:
+    """Run ``dashboard.<name>(Store(path), *args)``; ``stamp`` only keys the cache."""
+    return getattr(dashboard, name)(Store(path, timeout_s=READ_TIMEOUT_S), *args)
+
+
+def read(name: str, *args: Any) -> Any:
+    """Return the cached result of the :mod:`trustdyn.dashboard` reader ``name``."""
+    path = study_path()
+    return _cached(name, str(path), dashboard.file_stamp(path), tuple(args))
+
+
+@contextlib.contextmanager
+def study_errors() -> Iterator[None]:
+    """Turn study-file problems inside a page into a warning instead of a traceback.
+
+    Covers a file that the pipeline holds locked for too long, a file being replaced, or
+    a truncated/foreign file; the user can simply interact again to retry.
+    """
+    try:
+        yield
+    except (StoreError, duckdb.Error) as exc:
+        st.warning(f"The study file could not be read just now: {exc}\n\n"
+                   "If the pipeline is writing to it, wait a moment and interact again.",
+                   icon=":material/sync_problem:")
+
+
+def fragment(func: Callable[..., None] | None = None, *, run_every: float | None = None
+             ) -> Any:
+    """Return ``st.fragment(func)`` whose reruns also turn study-file errors into warnings.
+
+    A fragment reruns on its own (outside :func:`run_page`), so it needs its own guard.
+    Usable bare (``@fragment``) or with arguments (``@fragment(run_every=2)``).
+    """
+    def decorate(body: Callable[..., None]) -> Any:
+        @functools.wraps(body)
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            with study_errors():
+                body(*args, **kwargs)
+
+        return st.fragment(guarded, run_every=run_every)
+
+    return decorate(func) if func is not None else decorate
+
+
+def run_page(body: Callable[[], None]) -> None:
+    """Run a page's body with the sidebar and study checks, turning file errors into warnings."""
+    with study_errors():
+        body()
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def study_status() -> dashboard.StudyStatus:
+    """Return the study file's state (call once per run: a locked file costs a timeout)."""
+    return dashboard.study_status(store())
+
+
+def sidebar(status: dashboard.StudyStatus) -> str | None:
+    """Draw the shared sidebar (study file, suite selector, export format).
+
+    Returns:
+        The selected suite, or ``None`` when the file holds no readable study.
+    """
+    st.sidebar.caption(f"Study file: `{status.path}`")
+    if status.state != "ready":
+        return None
+    suites: pd.DataFrame = read("suites")
+    names = list(suites["suite"])
+    _restore("suite", names)
+    suite = st.sidebar.selectbox("Suite", names, key="suite", on_change=_remember,
+                                 args=("suite",),
+                                 help="The study file can hold several checkpoint suites.")
+    _remember("suite")
+    row = suites[suites["suite"] == suite].iloc[0]
+    if bool(row["synthetic"]):
+        st.sidebar.warning("SYNTHETIC study: made-up numbers for testing the dashboard, "
+                           "not measured from any model.", icon=":material/science:")
+    _restore("export_format", ["png", "svg"])
+    st.sidebar.radio("Figure download format", ["png", "svg"], key="export_format",
+                     on_change=_remember, args=("export_format",), horizontal=True,
+                     help="Format of the camera button above each figure.")
+    _remember("export_format")
+    return str(suite)
+
+
+def _restore(key: str, options: list[str]) -> None:
+    """Give a sidebar widget the value chosen on another page.
+
+    Streamlit drops a widget's state when the page that drew it is left, so the shared
+    sidebar keeps its choices under a second key and puts them back on every page.
+    """
+    saved = st.session_state.get(f"_{key}")
+    if saved in options:
+        st.session_state[key] = saved
+    elif key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+
+
+def _remember(key: str) -> None:
+    """Keep a sidebar widget's value under a second key (also its ``on_change``, which
+    runs before the script, so :func:`_restore` sees a new choice)."""
+    st.session_state[f"_{key}"] = st.session_state.get(key)
+
+
+def require_study() -> str:
+    """Return the selected suite, or explain how to build a study and stop the page."""
+    status = study_status()
+    suite = sidebar(status)
+    if suite is None:
+        show_missing_study(status, with_button=False)
+        st.stop()
+    return suite
+
+
+def show_missing_study(status: dashboard.StudyStatus, *, with_button: bool) -> None:
+    """Explain that there is no readable study yet and how to build one."""
+    path = status.path
+    if status.state == "busy":
+        st.warning(status.message, icon=":material/sync_problem:")
+        return
+    if status.state == "invalid":
+        st.error(f"{status.message}", icon=":material/error:")
+    else:
+        st.info(status.message, icon=":material/info:")
+    st.markdown("Build the default study (pre-trains the built-in model, then runs probes, "
+                "information estimates and steering; resumable) with:")
+    st.code(dashboard.shell_command(path), language="bash")
+    st.markdown(f"or point the dashboard at another file with `{dashboard.STUDY_ENV}=path` "
+                "or `streamlit run app.py -- --db path`.")
+    if not with_button:
+        st.page_link("pages/overview.py", label="Start the build from the Overview page",
+                     icon=":material/play_arrow:")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def export_format() -> ExportFormat:
+    """Return the image format chosen in the sidebar."""
+    value = st.session_state.get("export_format", "png")
+    return "svg" if value == "svg" else "png"
+
+
+def figure(fig: go.Figure, data: pd.DataFrame, name: str, *, key: str) -> None:
+    """Draw a figure with PNG/SVG export (camera button) and a CSV download of its data."""
+    st.plotly_chart(fig, config=export_config(name, export_format()), key=f"{key}_chart")
+    st.download_button(
+        "Download data (CSV)", data=lambda: data.to_csv(index=False).encode(),
+        file_name=f"{name}.csv", mime="text/csv", key=f"{key}_csv", on_click="ignore",
+        icon=":material/download:")
+
+
+def dataset_label(cards: pd.DataFrame) -> Callable[[str], str]:
+    """Return a formatter that shows a dataset as ``dimension · name``."""
+    dims = dict(zip(cards["dataset"], cards["dimension"], strict=True))
+    return lambda name: f"{dims.get(name, '?')} · {name}"
+
+
+def axis_controls(key: str, *, with_tokens: bool = True) -> tuple[XAxis, Scale]:
+    """Draw x-axis and scale selectors; return ``(x, scale)``."""
+    left, right = st.columns(2)
+    x = left.segmented_control("x axis", ["step", "tokens"] if with_tokens else ["step"],
+                               default="step", key=f"{key}_x",
+                               format_func=lambda v: X_LABELS[v])
+    scale = right.segmented_control("Scale", ["log", "linear"], default="log",
+                                    key=f"{key}_scale")
+    return ("tokens" if x == "tokens" else "step"), ("linear" if scale == "linear" else "log")

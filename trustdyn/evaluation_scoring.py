@@ -1,0 +1,118 @@
+"""One model under one steering condition, as the evaluation tasks see it.
+
+A :class:`Scorer` bundles a chat model, its tokenizer and one steering condition (a
+vector and a *signed* strength, or none) and offers the two things the offline metrics
+need: batched continuation log-likelihoods and greedy continuations.
+
+Where the vector is added (documented with every stored number):
+
+* likelihood scoring uses ``positions="all"``: the vector is added at every position of
+  the scored sequence (prompt and continuation), as in a forward pass of the steered
+  model over the whole text;
+* generation uses ``positions="newest"``: the vector is added to the prompt's last
+  position and to every generated token (the paper's ``output[0][:, -1, :] += v`` hook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from trustdyn.generation import batch_loglik, chat_prompt, generate
+from trustdyn.steering import Positions, SteeringVector
+
+SCORING_POSITIONS: Positions = "all"
+GENERATION_POSITIONS: Positions = "newest"
+
+
+def chat_text(tokenizer: Any, user_message: str) -> str:
+    """Render one user turn with the chat template, as a raw-text prompt for scoring.
+
+    :func:`trustdyn.generation.batch_loglik` tokenises raw prompts *with* the tokenizer's
+    special tokens, and many chat templates already start with the BOS token; the
+    rendered text's leading BOS is dropped when the tokenizer adds one itself, so the
+    scored ids equal what the chat model was fine-tuned on (one BOS, not two).
+    """
+    text = chat_prompt(tokenizer, [{"role": "user", "content": user_message}])
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and _adds_bos(tokenizer):
+        text = text[len(bos):]
+    return text
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos_id is not None and len(ids) > 0 and ids[0] == bos_id
+
+
+def split_first_word(text: str) -> tuple[str, str]:
+    """Split ``text`` into its first word (the scoring context) and the rest (scored).
+
+    Unconditional text (perplexity passages, ToxiGen statements) is scored given its
+    first word, so every tokenizer has context for the first scored token whether or not
+    it adds a BOS token.
+    """
+    stripped = text.strip()
+    head, _, tail = stripped.partition(" ")
+    return head, (" " + tail) if tail else ""
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A model and tokenizer under one steering condition.
+
+    Attributes:
+        model: The chat model in eval mode.
+        tokenizer: Its tokenizer.
+        vector: The steering vector, or ``None`` for the unsteered model.
+        alpha: Signed strength in units of ``vector.scale`` (already oriented toward the
+            desirable label; see :func:`trustdyn.steering.signed_alpha`).
+        batch_size: Sequences per forward pass.
+
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    vector: SteeringVector | None = None
+    alpha: float = 0.0
+    batch_size: int = 32
+
+    def loglik(self, prompts: Sequence[str], continuations: Sequence[str], *,
+               per_token: bool = False) -> np.ndarray:
+        """Return ``[n]`` log p(continuation | prompt), summed or per token, steered.
+
+        Pairs are scored longest-first so each batch pads little; results come back in
+        the input order.
+        """
+        if not prompts:
+            return np.zeros(0)
+        order = np.argsort([-(len(p) + len(c)) for p, c in zip(prompts, continuations,
+                                                                 strict=True)], kind="stable")
+        scores = batch_loglik(
+            self.model, self.tokenizer, [prompts[i] for i in order],
+            [continuations[i] for i in order], vector=self.vector, alpha=self.alpha,
+            positions=SCORING_POSITIONS, batch_size=self.batch_size,
+            reduction="mean" if per_token else "sum",
+        )
+        out = np.empty_like(scores)
+        out[order] = scores
+        return out
+
+    def token_counts(self, continuations: Sequence[str]) -> np.ndarray:
+        """Return ``[n]`` token counts of continuations, tokenised as ``batch_loglik`` does."""
+        return np.array([
+            len(self.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations
+        ], dtype=float)
+
+    def continue_texts(self, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
+        """Return greedy continuations of raw-text prompts (steered at the newest position)."""
+        return [
+            generate(self.model, self.tokenizer, prompt, vector=self.vector, alpha=self.alpha,
+                     positions=GENERATION_POSITIONS, max_new_tokens=max_new_tokens)
+            for prompt in prompts
+        ]

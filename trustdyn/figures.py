@@ -1,0 +1,644 @@
+"""Plotly figure builders for the dashboard (no Streamlit, no SQL: frames in, figures out).
+
+Every builder takes a tidy frame produced by :mod:`trustdyn.dashboard` and returns a
+``plotly.graph_objects.Figure``; the pages export that same frame as CSV, so a figure's
+data download always matches what is drawn. Training position (step or tokens) is drawn
+on a ``log10(1 + x)`` axis in "log" mode, so the initialisation (step 0) stays on the
+axis; tick labels show the real values. Chat models are drawn apart from the
+pre-training axis (a separate heatmap column, or a star to the right of the curves),
+since their position on the training axis is not a training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from trustdyn.dashboard import PROBE_METRICS, Correlation
+
+Scale = Literal["log", "linear"]
+XAxis = Literal["step", "tokens"]
+ExportFormat = Literal["png", "svg"]
+
+CHAT_COLOUR = "#d95f02"
+BASELINE_COLOUR = "#636363"
+RANDOM_COLOUR = "#000000"
+NULL_FILL = "rgba(120, 120, 120, 0.18)"
+_HEIGHT = 460
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def export_config(filename: str, fmt: ExportFormat = "png") -> dict[str, Any]:
+    """Return a plotly ``config`` whose camera button saves the figure as PNG or SVG."""
+    return {
+        "displaylogo": False,
+        "toImageButtonOptions": {"format": fmt, "filename": filename, "scale": 2},
+    }
+
+
+def _si(value: float) -> str:
+    """Return a short label for a power of ten: 1, 10, 100, 1k, ..., 1M, 1B, 1T."""
+    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= threshold:
+            return f"{value / threshold:g}{suffix}"
+    return f"{value:g}"
+
+
+def axis_positions(values: Sequence[float] | np.ndarray, scale: Scale) -> np.ndarray:
+    """Return plotting positions: ``log10(1 + v)`` in log mode, ``v`` in linear mode."""
+    array = np.asarray(values, dtype=float)
+    return np.log10(1.0 + np.maximum(array, 0.0)) if scale == "log" else array
+
+
+def axis_layout(values: Sequence[float] | np.ndarray, scale: Scale, title: str
+                ) -> dict[str, Any]:
+    """Return x-axis settings (ticks at real values) for :func:`axis_positions` output."""
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    if scale != "log" or not len(array):
+        return {"title": {"text": title}}
+    top = max(float(array.max()), 1.0)
+    powers = [0.0] + [10.0 ** k for k in range(int(np.floor(np.log10(top))) + 1)]
+    return {
+        "title": {"text": f"{title} (log scale; 0 = initialisation)"},
+        "tickvals": list(axis_positions(powers, "log")),
+        "ticktext": [_si(v) if v else "0" for v in powers],
+    }
+
+
+def layer_colours(layers: Sequence[int], n_layers: int) -> dict[int, str]:
+    """Return a colour per layer: qualitative for a few layers, viridis by depth otherwise."""
+    if len(layers) <= len(qualitative.D3):
+        return {layer: qualitative.D3[i] for i, layer in enumerate(layers)}
+    positions = [layer / max(n_layers - 1, 1) for layer in layers]
+    return dict(zip(layers, sample_colorscale("Viridis", positions), strict=True))
+
+
+def _layout(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+    fig.update_layout(title={"text": title}, height=extra.pop("height", _HEIGHT),
+                      margin={"l": 60, "r": 20, "t": 60, "b": 50},
+                      legend={"orientation": "h", "y": -0.2}, **extra)
+    return fig
+
+
+def empty_figure(message: str) -> go.Figure:
+    """Return a blank figure that says why there is nothing to draw."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper",
+                       yref="paper", font={"size": 15})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height=220)
+
+
+def usable_x(frame: pd.DataFrame, x: XAxis) -> XAxis:
+    """Return ``x``, or ``"step"`` when some pre-training checkpoint's tokens are unknown."""
+    if x != "tokens":
+        return x
+    pre, _ = _split_chat(frame) if "is_chat" in frame else (frame, frame)
+    known = "tokens" in pre and pre["tokens"].notna().all() and len(pre) > 0
+    return "tokens" if known else "step"
+
+
+def _split_chat(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    chat = frame["is_chat"].astype(bool) if "is_chat" in frame else np.zeros(len(frame), bool)
+    return frame[~chat], frame[chat]
+
+
+# --------------------------------------------------------------------------- probes
+
+_HOVER_COLUMNS = ("step", "tokens", "accuracy", "accuracy_lo", "accuracy_hi", "auroc",
+                  "auroc_lo", "auroc_hi", "control_accuracy", "control_auroc")
+# Hover data stays numeric: plotly deep-copies object arrays, which is slow for 360 × 32.
+_PROBE_HOVER = (
+    "step %{customdata[0]:,} (%{customdata[1]:.3s} tokens)<br>layer %{y}<br>"
+    "accuracy %{customdata[2]:.3f} [%{customdata[3]:.3f}, %{customdata[4]:.3f}]<br>"
+    "AUROC %{customdata[5]:.3f} [%{customdata[6]:.3f}, %{customdata[7]:.3f}]<br>"
+    "shuffled-label control: acc %{customdata[8]:.3f}, AUROC %{customdata[9]:.3f}"
+    "<extra></extra>"
+)
+
+
+def _grid(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrange probe rows as ``[n_layers, n_checkpoints, len(columns)]`` (NaN where missing).
+
+    Checkpoints keep their order of first appearance (the frame's training order).
+
+    Returns:
+        ``(values, layers)``; ``layers`` are the sorted layer indices (the rows).
+
+    """
+    cols, _ = pd.factorize(frame["checkpoint"])
+    layers = np.sort(frame["layer"].unique())
+    rows = np.searchsorted(layers, frame["layer"].to_numpy())
+    values = np.full((len(layers), int(cols.max()) + 1 if len(cols) else 0, len(columns)),
+                     np.nan)
+    values[rows, cols] = frame[list(columns)].to_numpy(dtype=float)
+    return values, layers
+
+
+def _heatmap(frame: pd.DataFrame, metric: str, x: Sequence[Any] | np.ndarray) -> go.Heatmap:
+    """Return the heatmap trace of one metric with numeric hover data."""
+    values, layers = _grid(frame, [metric, *_HOVER_COLUMNS])
+    return go.Heatmap(z=values[..., 0], x=x, y=layers, customdata=values[..., 1:],
+                      hovertemplate=_PROBE_HOVER, coloraxis="coloraxis")
+
+
+def _colour_axis(metric: str, values: np.ndarray) -> dict[str, Any]:
+    finite = values[np.isfinite(values)] if values.size else values
+    if metric == "accuracy_minus_control":
+        bound = float(np.abs(finite).max()) if finite.size else 0.5
+        return {"colorscale": "RdBu", "cmid": 0.0, "cmin": -bound, "cmax": bound}
+    if metric in ("accuracy", "auroc"):
+        return {"colorscale": "Viridis", "cmin": 0.5, "cmax": max(float(finite.max()), 0.51)
+                if finite.size else 1.0}
+    return {"colorscale": "Viridis"}
+
+
+def probe_heatmap(frame: pd.DataFrame, *, metric: str = "accuracy", x: XAxis = "step",
+                  scale: Scale = "log", title: str = "") -> go.Figure:
+    """Return the layer × checkpoint heatmap of a probe metric, chat model in its own column.
+
+    Args:
+        frame: ``dashboard.probe_grid`` rows of one dataset.
+        metric: A column named in ``dashboard.PROBE_METRICS``.
+        x: Position checkpoints by training ``step`` or ``tokens`` seen.
+        scale: ``log`` (``log10(1 + x)``) or ``linear``.
+        title: Figure title.
+
+    """
+    if frame.empty:
+        return empty_figure("No probe results for this dataset yet.")
+    x = usable_x(frame, x)
+    pre, chat = _split_chat(frame)
+    has_chat = not chat.empty
+    fig = make_subplots(rows=1, cols=2 if has_chat else 1, shared_yaxes=True,
+                        column_widths=[0.93, 0.07] if has_chat else [1.0],
+                        horizontal_spacing=0.015)
+    positions = pre.drop_duplicates("checkpoint")[x].to_numpy(dtype=float)
+    fig.add_trace(_heatmap(pre, metric, axis_positions(positions, scale)), row=1, col=1)
+    if has_chat:
+        chat_names = ["chat" if i == 0 else f"chat {i + 1}"
+                      for i in range(chat["checkpoint"].nunique())]
+        fig.add_trace(_heatmap(chat, metric, chat_names), row=1, col=2)
+    all_values = frame[metric].to_numpy(dtype=float)
+    fig.update_xaxes(axis_layout(positions, scale, "training " + x), row=1, col=1)
+    fig.update_yaxes(title={"text": "layer (decoder block output)"}, row=1, col=1,
+                     **_layer_ticks(int(pre["layer"].max()) + 1))
+    label = PROBE_METRICS.get(metric, metric)
+    fig.update_layout(coloraxis={**_colour_axis(metric, np.asarray(all_values, float)),
+                                 "colorbar": {"title": {"text": label, "side": "right"}}})
+    return _layout(fig, title or label)
+
+
+def _layer_ticks(n_layers: int) -> dict[str, Any]:
+    """Return integer y ticks for a layer axis (every layer up to 16, then thinned)."""
+    return {"tickmode": "linear", "tick0": 0, "dtick": max(1, n_layers // 16)}
+
+
+def _band(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour: str, name: str,
+          group: str) -> go.Scatter:
+    """Return a filled interval band trace (hover off)."""
+    return go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
+                      mode="lines", fill="toself", fillcolor=colour, opacity=0.18,
+                      line={"width": 0},
+                      hoverinfo="skip", showlegend=False, name=name, legendgroup=group)
+
+
+def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int], metric: str = "accuracy",
+                 x: XAxis = "step", scale: Scale = "log", show_control: bool = True,
+                 title: str = "") -> go.Figure:
+    """Return the paper's view: a probe metric against checkpoint for chosen layers.
+
+    Each layer gets its 95% interval as a band and its shuffled-label control as a dotted
+    line; the chat model is a star to the right of the pre-training axis.
+
+    Args:
+        frame: ``dashboard.probe_grid`` rows of one dataset.
+        layers: Layers to draw.
+        metric: ``accuracy`` or ``auroc``.
+        x: ``step`` or ``tokens``.
+        scale: ``log`` or ``linear``.
+        show_control: Draw the shuffled-label control.
+        title: Figure title.
+
+    """
+    chosen = frame[frame["layer"].isin(list(layers))]
+    if chosen.empty:
+        return empty_figure("Pick at least one layer with probe results.")
+    x = usable_x(frame, x)
+    pre, chat = _split_chat(chosen)
+    colours = layer_colours(list(layers), int(frame["layer"].max()) + 1)
+    fig = go.Figure()
+    positions = axis_positions(pre[x].to_numpy(dtype=float), scale)
+    chat_x = float(positions.max() + 0.06 * (np.ptp(positions) or 1.0)) if len(pre) else 0.0
+    for layer in layers:
+        rows = pre[pre["layer"] == layer]
+        xs = axis_positions(rows[x].to_numpy(dtype=float), scale)
+        colour, group = colours[layer], f"layer {layer}"
+        fig.add_trace(_band(xs, rows[f"{metric}_lo"].to_numpy(), rows[f"{metric}_hi"].to_numpy(),
+                            colour, f"{group} 95% interval", group))
+        fig.add_trace(go.Scatter(
+            x=xs, y=rows[metric], mode="lines+markers", name=group, legendgroup=group,
+            line={"color": colour}, marker={"size": 5},
+            customdata=np.stack([rows["checkpoint"], rows[x]], axis=-1),
+            hovertemplate=f"{group}<br>%{{customdata[0]}} ({x} %{{customdata[1]:,}})<br>"
+            f"{metric} %{{y:.3f}}<extra></extra>"))
+        if show_control:
+            fig.add_trace(go.Scatter(
+                x=xs, y=rows[f"control_{metric}"], mode="lines", legendgroup=group,
+                name=f"control, {group}", showlegend=False,
+                line={"color": colour, "dash": "dot", "width": 1},
+                hovertemplate=f"shuffled-label control, {group}: %{{y:.3f}}<extra></extra>"))
+        own_chat = chat[chat["layer"] == layer]
+        if len(own_chat):
+            value = float(own_chat[metric].iloc[0])
+            fig.add_trace(go.Scatter(
+                x=[chat_x], y=[value], mode="markers", legendgroup=group, showlegend=False,
+                marker={"symbol": "star", "size": 13, "color": colour,
+                        "line": {"color": CHAT_COLOUR, "width": 1.5}},
+                error_y={"type": "data", "symmetric": False,
+                         "array": [float(own_chat[f"{metric}_hi"].iloc[0]) - value],
+                         "arrayminus": [value - float(own_chat[f"{metric}_lo"].iloc[0])]},
+                hovertemplate=f"chat model, {group}: %{{y:.3f}}<extra></extra>"))
+    if len(chat):
+        fig.add_vline(x=chat_x, line={"color": CHAT_COLOUR, "dash": "dot", "width": 1},
+                      annotation_text="chat", annotation_position="top")
+    fig.add_hline(y=0.5, line={"color": BASELINE_COLOUR, "dash": "dash", "width": 1},
+                  annotation_text="chance", annotation_position="bottom right")
+    fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
+    fig.update_yaxes(title={"text": PROBE_METRICS.get(metric, metric)})
+    return _layout(fig, title or f"{PROBE_METRICS.get(metric, metric)} by checkpoint "
+                   "(bands: 95% interval; dotted: shuffled-label control)")
+
+
+def best_layer_figure(best: pd.DataFrame, *, n_layers: int, x: XAxis = "step",
+                      scale: Scale = "log") -> go.Figure:
+    """Return the best layer per checkpoint (markers sized and coloured by its accuracy)."""
+    if best.empty:
+        return empty_figure("No probe results yet.")
+    x = usable_x(best, x)
+    pre, chat = _split_chat(best)
+    xs = axis_positions(pre[x].to_numpy(dtype=float), scale)
+    fig = go.Figure(go.Scatter(
+        x=xs, y=pre["best_layer"], mode="lines+markers", name="best layer",
+        line={"color": "#999999", "width": 1},
+        marker={"size": 10, "color": pre["accuracy"], "colorscale": "Viridis",
+                "colorbar": {"title": {"text": "accuracy"}}, "showscale": True},
+        customdata=np.stack([pre["checkpoint"], pre["accuracy"]], axis=-1),
+        hovertemplate="%{customdata[0]}<br>best layer %{y}<br>accuracy "
+        "%{customdata[1]:.3f}<extra></extra>"))
+    if len(chat):
+        chat_x = float(xs.max() + 0.06 * (np.ptp(xs) or 1.0))
+        fig.add_trace(go.Scatter(x=[chat_x], y=chat["best_layer"], mode="markers+text",
+                                 name="chat model", text=["chat"], textposition="top center",
+                                 marker={"symbol": "star", "size": 14, "color": CHAT_COLOUR}))
+    fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
+    fig.update_yaxes(title={"text": "best layer"}, range=[-0.5, n_layers - 0.5],
+                     **_layer_ticks(n_layers))
+    return _layout(fig, "Best probe layer per checkpoint")
+
+
+def suite_comparison(frames: Sequence[pd.DataFrame], names: Sequence[str], *,
+                     metric: str = "accuracy", x: XAxis = "step", scale: Scale = "log"
+                     ) -> go.Figure:
+    """Return heatmaps of two (or more) suites side by side on a shared colour scale."""
+    if any(usable_x(f, x) == "step" for f in frames):
+        x = "step"
+    fig = make_subplots(rows=1, cols=len(frames), subplot_titles=list(names),
+                        horizontal_spacing=0.06)
+    values = []
+    for i, frame in enumerate(frames, start=1):
+        pre, _ = _split_chat(frame)
+        if pre.empty:
+            continue
+        positions = pre.drop_duplicates("checkpoint")[x].to_numpy(dtype=float)
+        values.append(pre[metric].to_numpy(dtype=float))
+        fig.add_trace(_heatmap(pre, metric, axis_positions(positions, scale)), row=1, col=i)
+        fig.update_xaxes(axis_layout(positions, scale, "training " + x), row=1, col=i)
+    fig.update_yaxes(title={"text": "layer"}, row=1, col=1)
+    fig.update_yaxes(**_layer_ticks(max((int(f["layer"].max()) + 1 for f in frames
+                                         if len(f)), default=1)))
+    merged = np.concatenate(values) if values else np.zeros(0)
+    fig.update_layout(coloraxis=_colour_axis(metric, merged))
+    return _layout(fig, f"{PROBE_METRICS.get(metric, metric)}: suites side by side")
+
+
+def cosine_heatmap(matrix: pd.DataFrame, steps: Sequence[int], *, layer: int) -> go.Figure:
+    """Return the checkpoint × checkpoint cosine matrix of probe directions at a layer."""
+    if matrix.empty:
+        return empty_figure("No probe directions stored for this layer.")
+    labels = [f"{name} · {int(step):,}" for name, step in zip(matrix.index, steps, strict=True)]
+    fig = go.Figure(go.Heatmap(
+        z=matrix.to_numpy(), x=labels, y=labels, zmin=-1, zmax=1, zmid=0, colorscale="RdBu",
+        colorbar={"title": {"text": "cosine"}},
+        hovertemplate="%{y}<br>vs %{x}<br>cosine %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, f"Cosine between probe directions across checkpoints (layer {layer})",
+                   height=520)
+
+
+def vector_cosine_figure(frame: pd.DataFrame, *, layer: int, scale: Scale = "log"
+                         ) -> go.Figure:
+    """Return cosines of each checkpoint's probe direction with steering vectors."""
+    if frame.empty:
+        return empty_figure("No steering vectors stored for this layer yet.")
+    pre, _ = _split_chat(frame)
+    xs = axis_positions(pre["step"].to_numpy(dtype=float), scale)
+    fig = go.Figure()
+    series = (("own_vector", "its own mean-difference vector", qualitative.D3[0]),
+              ("chat_vector", "the chat model's vector", CHAT_COLOUR),
+              ("final_probe", "the last checkpoint's probe", qualitative.D3[2]))
+    for column, name, colour in series:
+        if pre[column].notna().any():
+            fig.add_trace(go.Scatter(x=xs, y=pre[column], mode="lines+markers", name=name,
+                                     line={"color": colour}, customdata=pre["checkpoint"],
+                                     hovertemplate="%{customdata}: %{y:.3f}<extra>"
+                                     + name + "</extra>"))
+    fig.update_xaxes(axis_layout(pre["step"].to_numpy(dtype=float), scale, "training step"))
+    fig.update_yaxes(title={"text": "cosine with the probe direction"}, range=[-1.05, 1.05])
+    return _layout(fig, f"Probe direction vs steering vectors (layer {layer})")
+
+
+def loss_curve(ckpts: pd.DataFrame, *, x: XAxis = "step", scale: Scale = "log") -> go.Figure:
+    """Return training and held-out loss against checkpoint."""
+    pre, _ = _split_chat(ckpts)
+    if pre.empty or not pre[["train_loss", "heldout_loss"]].notna().any().any():
+        return empty_figure("No losses recorded for this suite's checkpoints.")
+    x = usable_x(ckpts, x)
+    xs = axis_positions(pre[x].to_numpy(dtype=float), scale)
+    fig = go.Figure()
+    for column, name, colour in (("train_loss", "training loss", qualitative.D3[0]),
+                                 ("heldout_loss", "held-out loss", qualitative.D3[1])):
+        if pre[column].notna().any():
+            fig.add_trace(go.Scatter(x=xs, y=pre[column], mode="lines+markers", name=name,
+                                     line={"color": colour}, customdata=pre["checkpoint"],
+                                     hovertemplate="%{customdata}: %{y:.3f}<extra>"
+                                     + name + "</extra>"))
+    fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
+    fig.update_yaxes(title={"text": "loss (nats / token)"})
+    return _layout(fig, "Loss curve", height=360)
+
+
+# --------------------------------------------------------------------------- information
+
+
+def _quantity_label(name: str, unit: str) -> str:
+    return f"{name} [{unit}]" if unit == "bits" else f"{name} [dependence score, not bits]"
+
+
+def _unit(plane: pd.DataFrame, column: str) -> str:
+    values = plane[column].dropna()
+    return str(values.iloc[0]) if len(values) else ""
+
+
+def info_plane_figure(plane: pd.DataFrame, turns: pd.DataFrame, *, estimator: str,
+                      layers: Sequence[int] | None = None) -> go.Figure:
+    """Return the information plane: I(X;T) vs I(T;Y), a trajectory per layer.
+
+    Points are coloured by training step (log), the detected turn of each layer is an
+    ``×``, the chat model a star, and the permutation nulls (mean + 2 sd) are grey bands
+    along both axes.
+
+    Args:
+        plane: ``dashboard.info_plane`` rows.
+        turns: ``dashboard.turn_points`` rows of the same estimator.
+        estimator: Estimator name (for the title).
+        layers: Layers to draw (all by default).
+
+    """
+    if plane.empty:
+        return empty_figure("No information estimates for this dataset and estimator yet.")
+    chosen = list(layers) if layers is not None else sorted(plane["layer"].unique())
+    pre, chat = _split_chat(plane[plane["layer"].isin(chosen)])
+    colours = layer_colours(chosen, int(plane["layer"].max()) + 1)
+    log_step = np.log10(1.0 + pre["step"].to_numpy(dtype=float))
+    fig = go.Figure()
+    _null_bands(fig, plane)
+    for layer in chosen:
+        rows = pre[pre["layer"] == layer]
+        fig.add_trace(go.Scatter(
+            x=rows["ixt"], y=rows["ity"], mode="lines+markers", name=f"layer {layer}",
+            legendgroup=f"layer {layer}", line={"color": colours[layer], "width": 1.5},
+            marker={"size": 8, "color": log_step[(pre["layer"] == layer).to_numpy()],
+                    "coloraxis": "coloraxis", "line": {"color": colours[layer], "width": 1}},
+            customdata=np.stack([rows["checkpoint"], rows["step"]], axis=-1),
+            hovertemplate=f"layer {layer}<br>%{{customdata[0]}} (step %{{customdata[1]:,}})"
+            "<br>I(X;T) %{x:.3f}<br>I(T;Y) %{y:.3f}<extra></extra>"))
+        turn = turns[(turns["layer"] == layer) & turns["turn_step"].notna()]
+        if len(turn):
+            at = rows[rows["step"] == int(turn["turn_step"].iloc[0])]
+            if len(at):
+                fig.add_trace(go.Scatter(
+                    x=at["ixt"], y=at["ity"], mode="markers", legendgroup=f"layer {layer}",
+                    name=f"turn, layer {layer}", showlegend=False,
+                    marker={"symbol": "x", "size": 15, "color": colours[layer],
+                            "line": {"width": 2, "color": "black"}},
+                    hovertemplate=f"detected turn, layer {layer}: step "
+                    f"{int(turn['turn_step'].iloc[0]):,}<extra></extra>"))
+        own_chat = chat[chat["layer"] == layer]
+        if len(own_chat):
+            fig.add_trace(go.Scatter(
+                x=own_chat["ixt"], y=own_chat["ity"], mode="markers", showlegend=False,
+                legendgroup=f"layer {layer}", marker={"symbol": "star", "size": 14,
+                                                      "color": colours[layer],
+                                                      "line": {"color": CHAT_COLOUR,
+                                                               "width": 1.5}},
+                hovertemplate=f"chat model, layer {layer}<extra></extra>"))
+    top = float(np.log10(1.0 + pre["step"].max())) if len(pre) else 1.0
+    fig.update_layout(coloraxis={
+        "colorscale": "Plasma", "cmin": 0.0, "cmax": max(top, 1e-6),
+        "colorbar": {"title": {"text": "step"}, **_log_colorbar(pre["step"])}})
+    fig.update_xaxes(title={"text": _quantity_label("I(X;T)", _unit(plane, "x_unit"))})
+    fig.update_yaxes(title={"text": _quantity_label("I(T;Y)", _unit(plane, "y_unit"))})
+    return _layout(fig, f"Information plane ({estimator}): × marks the detected turn, "
+                   "grey bands the permutation null", height=540)
+
+
+def _log_colorbar(steps: pd.Series) -> dict[str, Any]:
+    layout = axis_layout(steps.to_numpy(dtype=float), "log", "")
+    return {k: layout[k] for k in ("tickvals", "ticktext") if k in layout}
+
+
+def _null_bands(fig: go.Figure, plane: pd.DataFrame) -> None:
+    """Shade [0, null mean + 2 sd] along each axis where the null is known."""
+    for prefix, kind in (("ixt", "vrect"), ("ity", "hrect")):
+        mean, std = plane[f"{prefix}_null_mean"], plane[f"{prefix}_null_std"]
+        if mean.notna().any():
+            top = float((mean + 2 * std.fillna(0)).max())
+            band = {"fillcolor": NULL_FILL, "line_width": 0, "layer": "below"}
+            if kind == "vrect":
+                fig.add_vrect(x0=0, x1=top, **band)
+            else:
+                fig.add_hrect(y0=0, y1=top, **band)
+
+
+def info_vs_step_figure(plane: pd.DataFrame, turns: pd.DataFrame, *,
+                        layers: Sequence[int] | None = None, x: XAxis = "step",
+                        scale: Scale = "log") -> go.Figure:
+    """Return I(X;T) (top) and I(T;Y) (bottom) against training, one line per layer.
+
+    The grey band is the permutation null (mean ± 2 sd, averaged over layers); dotted
+    vertical lines mark each layer's detected turn.
+    """
+    if plane.empty:
+        return empty_figure("No information estimates for this dataset and estimator yet.")
+    x = usable_x(plane, x)
+    chosen = list(layers) if layers is not None else sorted(plane["layer"].unique())
+    pre, _ = _split_chat(plane[plane["layer"].isin(chosen)])
+    colours = layer_colours(chosen, int(plane["layer"].max()) + 1)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for row, prefix, name, unit in ((1, "ixt", "I(X;T)", "x_unit"),
+                                    (2, "ity", "I(T;Y)", "y_unit")):
+        null = pre.groupby(x, sort=True)[[f"{prefix}_null_mean", f"{prefix}_null_std"]].mean()
+        if null[f"{prefix}_null_mean"].notna().any():
+            xs = axis_positions(null.index.to_numpy(dtype=float), scale)
+            mean, std = null.iloc[:, 0].to_numpy(), null.iloc[:, 1].fillna(0).to_numpy()
+            fig.add_trace(_band(xs, mean - 2 * std, mean + 2 * std, "grey",
+                                "permutation null", "null"), row=row, col=1)
+        for layer in chosen:
+            rows = pre[pre["layer"] == layer]
+            fig.add_trace(go.Scatter(
+                x=axis_positions(rows[x].to_numpy(dtype=float), scale), y=rows[prefix],
+                mode="lines+markers", name=f"layer {layer}", legendgroup=f"layer {layer}",
+                showlegend=row == 1, line={"color": colours[layer]}, marker={"size": 4},
+                customdata=rows["checkpoint"],
+                hovertemplate=f"layer {layer}, %{{customdata}}: {name} %{{y:.3f}}"
+                "<extra></extra>"), row=row, col=1)
+        fig.update_yaxes(title={"text": _quantity_label(name, _unit(plane, unit))},
+                         row=row, col=1)
+    steps = dict(zip(pre["step"], pre[x], strict=False))
+    marked = turns[turns["layer"].isin(chosen) & turns["turn_step"].notna()]
+    for turn in marked.to_dict(orient="records"):
+        where = steps.get(int(turn["turn_step"]))
+        if where is not None:
+            fig.add_vline(x=float(axis_positions([where], scale)[0]), row=1, col=1,
+                          line={"color": colours[int(turn["layer"])], "dash": "dot",
+                                "width": 1})
+    fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x),
+                     row=2, col=1)
+    return _layout(fig, "Information against training (dotted: detected turns; grey: "
+                   "permutation null ± 2 sd)", height=620)
+
+
+# --------------------------------------------------------------------------- steering
+
+
+def _source_colour(source: str, role: str | None, target: str, step_rank: float) -> str:
+    if source == "none":
+        return BASELINE_COLOUR
+    if source == "random":
+        return RANDOM_COLOUR
+    if source == target or role == "chat":
+        return CHAT_COLOUR
+    return str(sample_colorscale("Blues", [0.35 + 0.65 * step_rank])[0])
+
+
+def steering_bars(table: pd.DataFrame, *, metric: str, target: str,
+                  higher_is_better: bool | None) -> go.Figure:
+    """Return one metric of the steering table as bars with 95% intervals.
+
+    Args:
+        table: ``dashboard.steering_table`` rows.
+        metric: Which metric to draw.
+        target: The chat model's checkpoint name (its own vector is coloured apart).
+        higher_is_better: Orientation of the metric, for the title.
+
+    """
+    rows = table[table["metric"] == metric]
+    if rows.empty:
+        return empty_figure(f"No test-split rows for {metric}.")
+    ranks = np.linspace(0, 1, max(len(rows), 2))
+    colours = [_source_colour(s, None, target, float(r))
+               for s, r in zip(rows["source"], ranks, strict=False)]
+    fig = go.Figure(go.Bar(
+        x=rows["label"], y=rows["value"], marker={"color": colours},
+        error_y={"type": "data", "symmetric": False,
+                 "array": (rows["ci_hi"] - rows["value"]).fillna(0),
+                 "arrayminus": (rows["value"] - rows["ci_lo"]).fillna(0)},
+        customdata=np.stack([rows["layer"], rows["alpha"], rows["steer_direction"]], axis=-1),
+        hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>layer %{customdata[0]}, "
+        "α %{customdata[1]}<br>%{customdata[2]}<extra></extra>"))
+    base = rows[rows["source"] == "none"]
+    if len(base):
+        fig.add_hline(y=float(base["value"].iloc[0]), line={"dash": "dash",
+                                                            "color": BASELINE_COLOUR},
+                      annotation_text="unsteered", annotation_position="top left")
+    orientation = ("higher is better" if higher_is_better else "lower is better"
+                   if higher_is_better is False else "no preferred direction")
+    fig.update_yaxes(title={"text": metric})
+    return _layout(fig, f"{metric} on the test split ({orientation}); bars: 95% interval")
+
+
+def sweep_figure(sweep: pd.DataFrame, *, metric: str, guard: float,
+                 baseline: float | None) -> go.Figure:
+    """Return the dev-split α/layer sweep: the metric (left) and perplexity ratio (right).
+
+    Open markers are candidates whose perplexity exceeds the guard (not selectable).
+    """
+    if sweep.empty:
+        return empty_figure("No dev-split sweep stored for this source.")
+    layers = sorted(int(v) for v in sweep["layer"].unique())
+    colours = layer_colours(layers, max(layers) + 1)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{metric} (dev)",
+                                                        "perplexity / unsteered (dev)"])
+    for layer in layers:
+        rows = sweep[sweep["layer"] == layer]
+        symbols = ["circle" if ok else "circle-open" for ok in rows["within_guard"]]
+        common = {"mode": "lines+markers", "legendgroup": f"layer {layer}",
+                  "line": {"color": colours[layer]}}
+        fig.add_trace(go.Scatter(x=rows["alpha"].abs(), y=rows["value"], name=f"layer {layer}",
+                                 marker={"symbol": symbols, "size": 9},
+                                 hovertemplate=f"layer {layer}, |α| %{{x}}: %{{y:.3f}}"
+                                 "<extra></extra>", **common), row=1, col=1)
+        fig.add_trace(go.Scatter(x=rows["alpha"].abs(), y=rows["ppl_ratio"], showlegend=False,
+                                 marker={"symbol": symbols, "size": 9},
+                                 hovertemplate=f"layer {layer}, |α| %{{x}}: ×%{{y:.3f}}"
+                                 "<extra></extra>", **common), row=1, col=2)
+    if baseline is not None:
+        fig.add_hline(y=baseline, row=1, col=1, line={"dash": "dash", "color": BASELINE_COLOUR},
+                      annotation_text="unsteered")
+    fig.add_hline(y=guard, row=1, col=2, line={"dash": "dash", "color": "#d62728"},
+                  annotation_text=f"guard ×{guard:g}")
+    fig.update_xaxes(title={"text": "strength |α| (units of σ)"})
+    return _layout(fig, "Dev-split sweep (open markers: over the perplexity guard)")
+
+
+def gain_scatter(pairs: pd.DataFrame, corr: Correlation, *, metric: str) -> go.Figure:
+    """Return probe accuracy vs steering gain per pre-training checkpoint, with Pearson r."""
+    if pairs.empty:
+        return empty_figure("No pre-training vector has both a test gain and a probe result.")
+    log_step = np.log10(1.0 + pairs["step"].to_numpy(dtype=float))
+    fig = go.Figure(go.Scatter(
+        x=pairs["probe_accuracy"], y=pairs["gain"], mode="markers+text",
+        text=[f"{int(s):,}" for s in pairs["step"]], textposition="top center",
+        marker={"size": 11, "color": log_step, "colorscale": "Plasma",
+                "colorbar": {"title": {"text": "step"}, **_log_colorbar(pairs["step"])}},
+        error_y={"type": "data", "symmetric": False,
+                 "array": (pairs["gain_hi"] - pairs["gain"]).fillna(0),
+                 "arrayminus": (pairs["gain"] - pairs["gain_lo"]).fillna(0)},
+        customdata=np.stack([pairs["checkpoint"], pairs["layer"]], axis=-1),
+        hovertemplate="%{customdata[0]} (layer %{customdata[1]})<br>probe accuracy %{x:.3f}"
+        "<br>gain %{y:.3f}<extra></extra>", name="checkpoints"))
+    if len(pairs) >= 2 and np.ptp(pairs["probe_accuracy"].to_numpy(dtype=float)) > 0:
+        slope, intercept = np.polyfit(pairs["probe_accuracy"], pairs["gain"], 1)
+        xs = np.linspace(pairs["probe_accuracy"].min(), pairs["probe_accuracy"].max(), 20)
+        fig.add_trace(go.Scatter(x=xs, y=slope * xs + intercept, mode="lines",
+                                 name="least-squares line", line={"dash": "dash",
+                                                                  "color": "#999999"}))
+    fig.add_hline(y=0, line={"color": BASELINE_COLOUR, "width": 1})
+    r_text = ("r undefined (fewer than 3 points or no spread)" if np.isnan(corr.r) else
+              f"Pearson r = {corr.r:.2f}" + ("" if np.isnan(corr.lo) else
+                                             f" [{corr.lo:.2f}, {corr.hi:.2f}]")
+              + f", n = {corr.n}")
+    fig.update_xaxes(title={"text": "probe accuracy at the vector's layer (test)"})
+    fig.update_yaxes(title={"text": f"steering gain in {metric} (test, + = better)"})
+    return _layout(fig, f"Probe accuracy vs steering gain: {r_text}")

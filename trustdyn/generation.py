@@ -1,0 +1,434 @@
+"""Steered text generation and scoring: chat prompts, (streamed) generation, log-likelihoods.
+
+Generation is a small token loop over the model's KV cache rather than
+``model.generate``: the loop enters the steering scope around each forward call only
+(:class:`trustdyn.steering.Steering`), which keeps a streamed generator correct when
+Streamlit's ``st.write_stream`` consumes it piece by piece, and it samples with a local
+``torch.Generator`` so concurrent users never share or disturb the global RNG.
+
+Prompts: a ``str`` is used verbatim (with the tokenizer's usual special tokens, e.g.
+BOS); a list of ``{"role", "content"}`` messages is rendered with :func:`chat_prompt` and
+tokenised without adding special tokens again (chat templates already contain them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from trustdyn.steering import Positions, Steering, SteeringVector
+
+Prompt = str | Sequence[dict[str, str]]
+"""A raw text prompt, or chat messages ``[{"role": ..., "content": ...}, ...]``."""
+
+_FALLBACK_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+class GenerationError(ValueError):
+    """A user-facing problem with a generation or scoring request."""
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def chat_prompt(tokenizer: Any, messages: Sequence[dict[str, str]] | str) -> str:
+    """Render chat messages as the text the model expects, ending where the assistant replies.
+
+    Uses the tokenizer's chat template with ``add_generation_prompt=True``. Tokenizers
+    without a template (base checkpoints) get a plain format, one line per message,
+    ``"System: …"``, ``"User: …"``, ``"Assistant: …"``, ending with ``"Assistant:"``.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        messages: Messages with ``role`` and ``content``, or a string taken as one user
+            message.
+
+    Raises:
+        GenerationError: if there are no messages or one lacks a role or content.
+
+    """
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    if not msgs:
+        raise GenerationError("A chat prompt needs at least one message.")
+    for msg in msgs:
+        if not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
+            raise GenerationError(
+                f"Chat messages need string 'role' and 'content' fields, got {msg!r}."
+            )
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return str(text)
+    lines = [f"{_FALLBACK_ROLES.get(m['role'], m['role'].title())}: {m['content']}" for m in msgs]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Tokenise a raw or chat prompt (see the module docstring for special tokens)."""
+    if isinstance(prompt, str):
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    else:
+        ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise GenerationError("The prompt is empty after tokenisation; type something.")
+    return list(ids)
+
+
+def eos_token_ids(model: nn.Module, tokenizer: Any) -> set[int]:
+    """Return every token id that ends a reply: the tokenizer's and the model's EOS."""
+    ids: set[int] = set()
+    for source in (getattr(tokenizer, "eos_token_id", None),
+                   getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list | tuple):
+            ids.update(int(i) for i in source)
+    return ids
+
+
+# --------------------------------------------------------------------------- token loop
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is picked: greedy when ``temperature == 0``."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+def _pick_next(logits: torch.Tensor, sampling: SamplingConfig,
+               generator: torch.Generator | None) -> int:
+    """Pick the next token from ``logits`` [vocab] (float32)."""
+    if sampling.temperature == 0 or generator is None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
+        keep = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < sampling.top_p
+        filtered = torch.zeros_like(probs)
+        filtered[order[keep]] = sorted_probs[keep]
+        probs = filtered
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _cache_of(output: Any) -> Any:
+    """Return the KV cache from a model output (``cache`` in transformers ≥ 5.x)."""
+    keys = output.keys()
+    return output["cache"] if "cache" in keys else output["past_key_values"]
+
+
+def token_stream(
+    model: nn.Module,
+    input_ids: Sequence[int],
+    *,
+    vector: SteeringVector | None = None,
+    alpha: float = 0.0,
+    positions: Positions = "newest",
+    max_new_tokens: int = 64,
+    sampling: SamplingConfig | None = None,
+    stop_ids: set[int] | None = None,
+) -> Generator[int, None, None]:
+    """Yield new token ids one at a time: the tokenizer-free core of generation.
+
+    Each step runs one forward pass over the new token(s) with the KV cache; steering is
+    active exactly during those forward calls. A stop token ends the stream without
+    being yielded.
+
+    Args:
+        model: A causal LM in eval mode.
+        input_ids: The prompt's token ids.
+        vector: Steering vector, or ``None``.
+        alpha: Signed strength (see :func:`trustdyn.steering.signed_alpha`).
+        positions: ``"newest"`` (default, the paper's hook) or ``"all"``.
+        max_new_tokens: Upper bound on yielded tokens.
+        sampling: Greedy by default.
+        stop_ids: Token ids that end generation (e.g. :func:`eos_token_ids`).
+
+    """
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
+    if not input_ids:
+        raise GenerationError("Cannot generate from an empty prompt.")
+    # Validate eagerly (here, not at the first next()) so a bad vector fails at the call.
+    steering = Steering(model, vector, alpha, positions=positions)
+    return _run_tokens(model, list(input_ids), steering, max_new_tokens,
+                       sampling or SamplingConfig(), stop_ids or set())
+
+
+def _run_tokens(model: nn.Module, input_ids: list[int], steering: Steering,
+                max_new_tokens: int, sampling: SamplingConfig, stops: set[int]
+                ) -> Generator[int, None, None]:
+    """Run the token loop behind :func:`token_stream` (arguments already validated)."""
+    device = next(model.parameters()).device
+    generator = (torch.Generator(device=device).manual_seed(sampling.seed)
+                 if sampling.temperature > 0 else None)
+    step_ids = torch.tensor([input_ids], dtype=torch.long, device=device)  # [1, t]
+    cache: Any = None
+    # hold() is a reference count, safe to keep across yields; active() is context-local
+    # and therefore wraps only the forward call.
+    with steering.hold():
+        for _ in range(max_new_tokens):
+            with torch.inference_mode(), steering.active():
+                # logits_to_keep=1: only the last position's logits are needed.
+                output = model(input_ids=step_ids, cache=cache, use_cache=True,
+                               logits_to_keep=1)
+            cache = _cache_of(output)
+            token = _pick_next(output.logits[0, -1].float(), sampling, generator)
+            if token in stops:
+                return
+            yield token
+            step_ids = torch.tensor([[token]], dtype=torch.long, device=device)
+
+
+class IncrementalDecoder:
+    """Turn a growing list of token ids into new text pieces, never splitting a character.
+
+    Decodes the whole sequence each time and emits the new suffix; while the text ends in
+    an incomplete multi-byte character (decoded as U+FFFD) it waits for more tokens.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        """Start with no tokens."""
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._emitted = ""
+
+    def _decode(self) -> str:
+        return str(self._tokenizer.decode(self._ids, skip_special_tokens=True,
+                                          clean_up_tokenization_spaces=False))
+
+    def push(self, token: int) -> str:
+        """Add one token; return the newly completed text (possibly empty)."""
+        self._ids.append(token)
+        text = self._decode()
+        if text.endswith("\ufffd") or not text.startswith(self._emitted):
+            return ""
+        piece, self._emitted = text[len(self._emitted):], text
+        return piece
+
+    def flush(self) -> str:
+        """Return whatever text is still pending (e.g. a truly invalid byte at the end)."""
+        text = self._decode()
+        if not text.startswith(self._emitted):
+            return ""
+        piece, self._emitted = text[len(self._emitted):], text
+        return piece
+
+    @property
+    def text(self) -> str:
+        """The full decoded text so far."""
+        return self._decode()
+
+
+def generate_ids(
+    model: nn.Module, tokenizer: Any, prompt: Prompt, *, vector: SteeringVector | None = None,
+    alpha: float = 0.0, positions: Positions = "newest", max_new_tokens: int = 64,
+    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True,
+) -> list[int]:
+    """Return the generated token ids (see :func:`generate` for the arguments)."""
+    return list(_tokens(model, tokenizer, prompt, vector, alpha, positions, max_new_tokens,
+                        SamplingConfig(temperature, top_p, seed), stop_at_eos))
+
+
+def _tokens(model: nn.Module, tokenizer: Any, prompt: Prompt, vector: SteeringVector | None,
+            alpha: float, positions: Positions, max_new_tokens: int,
+            sampling: SamplingConfig, stop_at_eos: bool) -> Generator[int, None, None]:
+    """Encode the prompt and run :func:`token_stream` with the tokenizer's stop tokens."""
+    return token_stream(
+        model, encode_prompt(tokenizer, prompt), vector=vector, alpha=alpha,
+        positions=positions, max_new_tokens=max_new_tokens, sampling=sampling,
+        stop_ids=eos_token_ids(model, tokenizer) if stop_at_eos else set(),
+    )
+
+
+def generate(
+    model: nn.Module, tokenizer: Any, prompt: Prompt, *, vector: SteeringVector | None = None,
+    alpha: float = 0.0, positions: Positions = "newest", max_new_tokens: int = 64,
+    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True,
+) -> str:
+    """Generate a reply, optionally steered; greedy unless ``temperature > 0``.
+
+    Args:
+        model: A causal LM in eval mode.
+        tokenizer: Its tokenizer.
+        prompt: Raw text, or chat messages (rendered with :func:`chat_prompt`).
+        vector: Steering vector, or ``None`` for the unsteered model.
+        alpha: Signed strength in units of ``vector.scale``.
+        positions: ``"newest"`` (the paper's setting) or ``"all"``; see
+            :class:`trustdyn.steering.Steering`.
+        max_new_tokens: Maximum number of new tokens.
+        temperature: 0 for greedy decoding, otherwise the sampling temperature.
+        top_p: Nucleus-sampling mass (only when sampling).
+        seed: Seed of the local sampling generator.
+        stop_at_eos: Stop at the tokenizer's / model's end-of-sequence token.
+
+    Returns:
+        The generated text (special tokens removed), equal to ``"".join(stream_generate(...))``.
+
+    """
+    ids = generate_ids(model, tokenizer, prompt, vector=vector, alpha=alpha,
+                       positions=positions, max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_p=top_p, seed=seed,
+                       stop_at_eos=stop_at_eos)
+    return str(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+
+def stream_generate(
+    model: nn.Module, tokenizer: Any, prompt: Prompt, *, vector: SteeringVector | None = None,
+    alpha: float = 0.0, positions: Positions = "newest", max_new_tokens: int = 64,
+    temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True,
+) -> Generator[str, None, None]:
+    """Yield the text of :func:`generate` piece by piece as tokens are produced.
+
+    Suits ``st.write_stream``. Steering is active only inside this generator's forward
+    calls, so the consumer's code between pieces runs unsteered. Close the generator (or
+    exhaust it) to release the model's steering hooks promptly; an abandoned generator
+    releases them when it is garbage-collected.
+
+    Raises:
+        GenerationError, SteeringError: at the call (not at the first piece) for an empty
+            prompt, a vector that does not fit the model, or invalid settings.
+
+    """
+    tokens = _tokens(model, tokenizer, prompt, vector, alpha, positions, max_new_tokens,
+                     SamplingConfig(temperature, top_p, seed), stop_at_eos)
+    return _stream_text(IncrementalDecoder(tokenizer), tokens)
+
+
+def _stream_text(decoder: IncrementalDecoder, tokens: Generator[int, None, None]
+                 ) -> Generator[str, None, None]:
+    """Yield the non-empty text pieces of ``tokens`` as ``decoder`` completes them."""
+    try:
+        for token in tokens:
+            piece = decoder.push(token)
+            if piece:
+                yield piece
+    finally:
+        # Closing the stream early must release the token loop's hooks now, not at GC.
+        tokens.close()
+    tail = decoder.flush()
+    if tail:
+        yield tail
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def batch_loglik(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    vector: SteeringVector | None = None,
+    alpha: float = 0.0,
+    positions: Positions = "all",
+    batch_size: int = 16,
+    reduction: Literal["sum", "mean"] = "sum",
+    progress: bool = False,
+) -> np.ndarray:
+    """Score ``log p(continuation | prompt)`` for each pair, batched, optionally steered.
+
+    The prompt is tokenised as in :func:`encode_prompt` (raw text) and the continuation
+    without special tokens; the two id lists are concatenated (so no BPE merge crosses
+    the boundary) and right-padded, which keeps every real token's positions and
+    attention identical to scoring it alone.
+
+    Args:
+        model: A causal LM in eval mode.
+        tokenizer: Its tokenizer.
+        prompts: ``n`` prompts (may be empty strings if the tokenizer adds a BOS token).
+        continuations: ``n`` continuations, each at least one token long.
+        vector: Steering vector, or ``None``.
+        alpha: Signed strength.
+        positions: ``"all"`` steers every position; ``"newest"`` steers what cached
+            generation with ``positions="newest"`` would have steered, i.e. the prompt's
+            last token and every continuation token.
+        batch_size: Pairs per forward pass.
+        reduction: ``"sum"`` of the continuation's token log-probabilities, or their
+            ``"mean"`` per token (for perplexity, ``exp(-mean)``).
+        progress: Show a progress bar over batches.
+
+    Returns:
+        ``[n]`` float64 scores.
+
+    Raises:
+        GenerationError: on mismatched lengths, an empty prompt or continuation, or a
+            bad ``batch_size`` / ``reduction``.
+
+    """
+    if len(prompts) != len(continuations):
+        raise GenerationError(
+            f"Got {len(prompts)} prompts but {len(continuations)} continuations."
+        )
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}.")
+    if reduction not in ("sum", "mean"):
+        raise GenerationError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+    pairs = [_encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations, strict=True)]
+    scores = np.empty(len(pairs), dtype=np.float64)
+    starts = range(0, len(pairs), batch_size)
+    for start in tqdm(starts, desc="log-likelihood", disable=not progress):
+        chunk = pairs[start:start + batch_size]
+        sums, counts = _score_batch(model, chunk, vector, alpha, positions)
+        scores[start:start + len(chunk)] = sums / counts if reduction == "mean" else sums
+    return scores
+
+
+def _encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Return (prompt ids, continuation ids) or raise when either is empty."""
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    cont_ids = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    if not prompt_ids:
+        raise GenerationError(
+            f"Prompt {prompt!r} is empty after tokenisation and the tokenizer adds no BOS "
+            "token; give every continuation some context."
+        )
+    if not cont_ids:
+        raise GenerationError(f"Continuation {continuation!r} has no tokens to score.")
+    return prompt_ids, cont_ids
+
+
+def _score_batch(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
+                 vector: SteeringVector | None, alpha: float,
+                 positions: Positions) -> tuple[np.ndarray, np.ndarray]:
+    """Return (sum of continuation log-probs [b], continuation lengths [b]) for a batch."""
+    device = next(model.parameters()).device
+    lengths = [len(p) + len(c) for p, c in pairs]
+    width = max(lengths)
+    ids = torch.zeros((len(pairs), width), dtype=torch.long)  # [b, s], right-padded
+    attention = torch.zeros((len(pairs), width), dtype=torch.long)
+    # target[i, t] marks positions whose token belongs to the continuation.
+    target = torch.zeros((len(pairs), width), dtype=torch.bool)
+    steer_mask = torch.zeros((len(pairs), width), dtype=torch.bool)
+    for row, ((p_ids, c_ids), length) in enumerate(zip(pairs, lengths, strict=True)):
+        ids[row, :length] = torch.tensor(p_ids + c_ids)
+        attention[row, :length] = 1
+        target[row, len(p_ids):length] = True
+        steer_mask[row, len(p_ids) - 1:length] = True
+    where: Positions | torch.Tensor = steer_mask if positions == "newest" else positions
+    steering = Steering(model, vector, alpha, positions=where)
+    with torch.inference_mode(), steering.hold(), steering.active():
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                       use_cache=False).logits  # [b, s, vocab]
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..s-1
+    token_lp = logprobs.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()  # [b, s-1]
+    token_lp = torch.where(target[:, 1:], token_lp, torch.zeros_like(token_lp))
+    sums = token_lp.double().sum(dim=1).numpy()
+    counts = target.sum(dim=1).double().numpy()
+    return sums, counts

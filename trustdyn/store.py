@@ -182,6 +182,15 @@ _TABLES: dict[str, str] = {
     """,
 }
 
+# Each shard registers every checkpoint but learns load-time facts (hash, sizes) only for
+# its own, so a merge fills those columns from whichever shard knows them.
+_MERGE_CONFLICT = {"checkpoints": ""}
+_MERGE_UPDATE = {
+    "checkpoints": " ON CONFLICT (suite, checkpoint) DO UPDATE SET "
+    + ", ".join(f"{c} = coalesce(checkpoints.{c}, excluded.{c})"
+                for c in ("weight_hash", "n_layers", "hidden_size")),
+}
+
 RESULT_TABLES: tuple[str, ...] = (
     "probe_results",
     "probe_directions",
@@ -192,7 +201,10 @@ RESULT_TABLES: tuple[str, ...] = (
 )
 """Tables a unit may write; each is keyed so a unit's rows can be replaced atomically."""
 
-_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+# The last marker is the in-process form of the same conflict (a read-only and a writable
+# connection to one file from two threads of one process).
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked",
+                 "different configuration than existing connections")
 
 
 class StoreError(RuntimeError):
@@ -417,9 +429,9 @@ class Store:
                     for table in _TABLES:
                         if table == "meta":
                             continue
-                        con.execute(
-                            f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM {alias}.{table}"
-                        )
+                        con.execute(f"INSERT {_MERGE_CONFLICT.get(table, 'OR IGNORE')} INTO "
+                                    f"{table} BY NAME SELECT * FROM {alias}.{table}"
+                                    f"{_MERGE_UPDATE.get(table, '')}")
                     con.execute("COMMIT")
                 finally:
                     con.execute(f"DETACH {alias}")

@@ -36,13 +36,6 @@ CHAT = [{"role": "user", "content": "Is the sky blue?"}]
 # Strong enough to change a tiny random model's greedy continuation.
 ALPHA = 12.0
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny models run fastest on one intra-op thread (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

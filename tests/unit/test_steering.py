@@ -38,13 +38,6 @@ from trustdyn.steering import (
 
 INPUT_IDS = torch.tensor([[5, 17, 42, 99, 7, 120], [8, 9, 10, 11, 12, 13]])  # [2, 6]
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny models run fastest on one intra-op thread (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

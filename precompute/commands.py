@@ -24,6 +24,16 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
                      help="rows sampled per dataset (default: the preset's)")
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    ray = run.add_argument_group(
+        "Ray executor", "one task per checkpoint on a Ray cluster (optional extra: ray>=2.40)")
+    ray.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where checkpoints run (default: this process)")
+    ray.add_argument("--ray-address", default=None,
+                     help="cluster to join, e.g. auto (default: start a local one)")
+    ray.add_argument("--cpus-per-task", type=float, default=1.0)
+    ray.add_argument("--gpus-per-task", type=float, default=0.0)
+    ray.add_argument("--max-retries", type=int, default=2,
+                     help="extra attempts after a worker crash or transient error")
     run.set_defaults(handler=_run)
 
     status = sub.add_parser("status", help="print what is done and what is missing")
@@ -79,14 +89,23 @@ def _load_suite(args: argparse.Namespace) -> Suite:
 
 
 def _run(args: argparse.Namespace) -> int:
+    shard = Shard.parse(args.shard)
+    if args.executor == "ray" and shard.count > 1:
+        raise SystemExit("--executor ray schedules every checkpoint itself; drop --shard")
     suite, store, config = _resolve(args)
-    report = run_study(suite, store, config, shard=Shard.parse(args.shard),
-                       progress=not args.quiet)
+    if args.executor == "ray":
+        from precompute.ray_executor import RayOptions, run_study_ray
+
+        options = RayOptions(address=args.ray_address, num_cpus=args.cpus_per_task,
+                             num_gpus=args.gpus_per_task, max_retries=args.max_retries)
+        report = run_study_ray(suite, store, config, options=options, progress=not args.quiet)
+    else:
+        report = run_study(suite, store, config, shard=shard, progress=not args.quiet)
     print(f"{suite.name}: {report.written} units written, {report.skipped} already done "
           f"-> {store.path}")
     for checkpoint, reason in report.failures or []:
         print(f"  FAILED {checkpoint}: {reason}")
-    if report.written and Shard.parse(args.shard).count == 1:
+    if report.written and shard.count == 1:
         print(summarise_probes(store, suite.name).to_string(index=False))
     return 1 if report.failures else 0
 

@@ -10,9 +10,11 @@ done, and only in unsharded runs (after ``merge`` for sharded ones).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,47 +149,100 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
             each returns the number of units it wrote. ``None`` = turn detection and the
             steering evaluation.
     """
+    plan, report = plan_study(suite, store, config, shard)
+    bar = tqdm(plan, desc=f"{suite.name}: checkpoints", unit="ckpt", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.ref.name)
+        try:
+            # A dataset's units are written together once computed: one open of the file
+            # instead of three, and a kill loses at most that dataset's few seconds.
+            results = compute_checkpoint(job, config, progress)
+            for _, group in itertools.groupby(results, key=_dataset_of):
+                report.written += write_results(store, suite.name, job.ref, list(group))
+        except SuiteError as exc:
+            log.error("Skipping checkpoint %s: %s", job.ref.name, exc)
+            report.fail(job.ref.name, str(exc))
+    if shard.count == 1:
+        run_suite_stages(suite, store, config, report, progress, suite_stages)
+    return report
+
+
+@dataclass(frozen=True)
+class CheckpointJob:
+    """The unfinished units of one checkpoint: what a worker needs to compute them."""
+
+    suite: Suite
+    ref: CheckpointRef
+    todo: tuple[tuple[PreparedDataset, str], ...]
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What loading a checkpoint teaches about it (stored in ``checkpoints``)."""
+
+    weight_hash: str
+    n_layers: int
+    hidden_size: int
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """One finished unit: its tables and the seconds it took."""
+
+    unit: Unit
+    tables: dict[str, Any]
+    seconds: float
+
+
+def plan_study(suite: Suite, store: Store, config: StudyConfig,
+               shard: Shard = Shard()) -> tuple[list[CheckpointJob], RunReport]:
+    """Register the study and list, per checkpoint of this shard, its unfinished units.
+
+    Returns:
+        The jobs in training order (checkpoints with nothing left are left out) and a
+        report that already counts the skipped units.
+    """
     datasets = [prepare_dataset(name, config) for name in config.datasets]
     register_study(store, suite, config, datasets)
     done = store.finished_units(suite.name)
     report = RunReport()
-    refs = [(i, ref) for i, ref in enumerate(suite.all_refs()) if shard.owns(i)]
-    bar = tqdm(refs, desc=f"{suite.name}: checkpoints", unit="ckpt", disable=not progress)
-    for _, ref in bar:
-        bar.set_postfix_str(ref.name)
-        todo = [
+    plan = []
+    for i, ref in enumerate(suite.all_refs()):
+        if not shard.owns(i):
+            continue
+        todo = tuple(
             (d, stage) for d in datasets for stage in config.stages
             if Unit(suite.name, ref.name, d.dataset.name, stage).key() not in done
-        ]
+        )
         report.skipped += len(datasets) * len(config.stages) - len(todo)
         if todo:
-            try:
-                report.written += _run_checkpoint(suite, ref, todo, store, config, progress)
-            except SuiteError as exc:
-                log.error("Skipping checkpoint %s: %s", ref.name, exc)
-                report.fail(ref.name, str(exc))
-    if shard.count == 1:
-        for stage in default_suite_stages() if suite_stages is None else suite_stages:
-            report.written += stage(suite, store, config, progress)
-    return report
+            plan.append(CheckpointJob(suite, ref, todo))
+    return plan, report
 
 
-def _run_checkpoint(suite: Suite, ref: CheckpointRef, todo: list[tuple[PreparedDataset, str]],
-                    store: Store, config: StudyConfig, progress: bool) -> int:
+def compute_checkpoint(job: CheckpointJob, config: StudyConfig,
+                       progress: bool = False) -> Iterator[CheckpointFacts | UnitResult]:
+    """Load one checkpoint and compute its units, yielding each as soon as it is done.
+
+    Yields the checkpoint's :class:`CheckpointFacts` first, then one :class:`UnitResult`
+    per unit. Touches no study file, so it runs the same in this process or on a worker.
+
+    Raises:
+        SuiteError: The checkpoint cannot be loaded.
+    """
+    ref = job.ref
     model, tokenizer = load_checkpoint(ref, LoadOptions(device=config.device, dtype=config.dtype))
     try:
-        store.update_checkpoint(
-            suite.name, ref.name,
+        yield CheckpointFacts(
             weight_hash=ref.weight_hash or weight_hash(model),
             n_layers=n_blocks(model),
             hidden_size=int(model.config.hidden_size),
         )
-        written = 0
         by_dataset: dict[str, list[str]] = {}
-        for prepared, stage in todo:
+        for prepared, stage in job.todo:
             by_dataset.setdefault(prepared.dataset.name, []).append(stage)
-        lookup = {p.dataset.name: p for p, _ in todo}
-        bar = tqdm(total=len(todo), desc=f"  {ref.name}: units", unit="unit",
+        lookup = {p.dataset.name: p for p, _ in job.todo}
+        bar = tqdm(total=len(job.todo), desc=f"  {ref.name}: units", unit="unit",
                    leave=False, disable=not progress)
         for name, stages in by_dataset.items():
             prepared = lookup[name]
@@ -200,19 +255,44 @@ def _run_checkpoint(suite: Suite, ref: CheckpointRef, todo: list[tuple[PreparedD
             for stage in stages:
                 bar.set_postfix_str(f"{name}/{stage}")
                 t0 = time.perf_counter()
-                tables = _STAGES[stage](suite, ref, prepared, acts, config)
-                unit = Unit(suite.name, ref.name, name, stage)
+                tables = _STAGES[stage](job.suite, ref, prepared, acts, config)
                 # Extraction time is charged to the first stage that needed it.
-                store.write_unit(unit, tables, seconds=time.perf_counter() - t0 + extract_s)
+                yield UnitResult(Unit(job.suite.name, ref.name, name, stage), tables,
+                                 time.perf_counter() - t0 + extract_s)
                 extract_s = 0.0
-                written += 1
                 bar.update()
         bar.close()
-        return written
     finally:
         del model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def write_results(store: Store, suite: str, ref: CheckpointRef,
+                  results: Sequence[CheckpointFacts | UnitResult]) -> int:
+    """Write results of :func:`compute_checkpoint` (each unit in its own transaction).
+
+    Returns:
+        The number of units written.
+    """
+    with store.writing():
+        for result in results:
+            if isinstance(result, CheckpointFacts):
+                store.update_checkpoint(suite, ref.name, **dataclasses.asdict(result))
+            else:
+                store.write_unit(result.unit, result.tables, seconds=result.seconds)
+    return sum(isinstance(result, UnitResult) for result in results)
+
+
+def _dataset_of(result: CheckpointFacts | UnitResult) -> str | None:
+    return result.unit.dataset if isinstance(result, UnitResult) else None
+
+
+def run_suite_stages(suite: Suite, store: Store, config: StudyConfig, report: RunReport,
+                     progress: bool, stages: Sequence[SuiteStage] | None = None) -> None:
+    """Run the suite-level stages (``None`` = turn detection and steering evaluation)."""
+    for stage in default_suite_stages() if stages is None else stages:
+        report.written += stage(suite, store, config, progress)
 
 
 _STAGES: dict[str, Callable[..., dict[str, Any]]] = {

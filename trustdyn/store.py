@@ -257,6 +257,7 @@ class Store:
     def __init__(self, path: Path | str, *, timeout_s: float = 60.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
+        self._held: duckdb.DuckDBPyConnection | None = None
 
     # -- connections ---------------------------------------------------------------
 
@@ -285,11 +286,36 @@ class Store:
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the file for writing, creating or checking the schema first."""
+        """Open the file for writing, creating or checking the schema first.
+
+        Inside :meth:`writing`, the held connection is reused instead.
+        """
+        if self._held is not None:
+            yield self._held
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect(read_only=False) as con:
             self._ensure_schema(con)
             yield con
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold one writer connection for the writes inside the block.
+
+        Each write keeps its own transaction; only opening and closing the file (a
+        checkpoint of DuckDB's log each time) is shared. Readers in other processes wait
+        for the block, so hold it only around writes of results already computed. Not
+        for use from several threads at once.
+        """
+        if self._held is not None:
+            yield
+            return
+        with self.writer() as con:
+            self._held = con
+            try:
+                yield
+            finally:
+                self._held = None
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from precompute.study import StudyConfig, study_config
+from trustdyn.paths import REPO_ROOT
+from trustdyn.store import Store
 from trustdyn.suites import Suite
 
 
@@ -22,3 +26,33 @@ def smoke_suite(smoke_root: Path) -> Suite:
     from trustdyn.suites.builtin import pretrain
 
     return pretrain("smoke", root=smoke_root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_config() -> StudyConfig:
+    return study_config("smoke")
+
+
+@pytest.fixture(scope="session")
+def reference(smoke_suite: Suite, smoke_config: StudyConfig,
+              tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """An uninterrupted in-process smoke study: what every other way of running must equal."""
+    from precompute.pipeline import run_study
+
+    store = Store(tmp_path_factory.mktemp("ref") / "study.duckdb")
+    report = run_study(smoke_suite, store, smoke_config, progress=False)
+    assert not report.failures
+    return store
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A local two-CPU Ray cluster for one test module (skips where Ray is not installed)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    try:
+        yield
+    finally:
+        ray.shutdown()

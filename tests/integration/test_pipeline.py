@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,61 +12,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from precompute.pipeline import Shard, merge_studies, missing_units, run_study
-from precompute.study import study_config
+from tests.integration.compare import assert_same_rows, assert_same_study
 from trustdyn.paths import REPO_ROOT
 from trustdyn.store import Store
 from trustdyn.suites import Suite
 
 pytestmark = pytest.mark.integration
 
-# Columns that legitimately differ between two runs of the same study.
-_VOLATILE = {"finished_at", "seconds", "created_at", "code_version"}
-# Union of the tables' primary-key columns: sorting by them gives a canonical row order.
-_KEY_COLUMNS = ("key", "suite", "checkpoint", "dataset", "stage", "layer", "estimator",
-                "quantity", "target", "vector_source", "metric", "split", "alpha")
-
-
-def _contents(store: Store) -> dict[str, pd.DataFrame]:
-    """Every table's rows, sorted and without run-specific columns, for comparison."""
-    out = {}
-    for table in store.table_counts():
-        if table == "meta":
-            continue
-        frame = store.query(f"SELECT * FROM {table}")
-        frame = frame.drop(columns=[c for c in frame.columns if c in _VOLATILE])
-        # Directions are compared to 4 decimals: float32 sums may differ in the last bit
-        # between processes; every scalar column is compared at pandas' rtol of 1e-5.
-        frame = frame.map(lambda v: tuple(np.round(np.asarray(v, dtype=float), 4))
-                          if hasattr(v, "__len__") and not isinstance(v, str) else v)
-        key = [c for c in _KEY_COLUMNS if c in frame.columns]
-        out[table] = frame.sort_values(key).reset_index(drop=True)
-    return out
-
-
-def _assert_same(a: Store, b: Store) -> None:
-    left, right = _contents(a), _contents(b)
-    assert left.keys() == right.keys()
-    for table in left:
-        pd.testing.assert_frame_equal(left[table], right[table], obj=table, check_dtype=False)
-
-
 @pytest.fixture(scope="module")
-def config():
-    return study_config("smoke")
-
-
-@pytest.fixture(scope="module")
-def reference(smoke_suite: Suite, config, tmp_path_factory) -> Store:
-    """An uninterrupted smoke study."""
-    store = Store(tmp_path_factory.mktemp("ref") / "study.duckdb")
-    report = run_study(smoke_suite, store, config, progress=False)
-    assert not report.failures
-    return store
+def config(smoke_config):
+    return smoke_config
 
 
 def test_study_is_complete(reference: Store, smoke_suite: Suite, config) -> None:
@@ -104,7 +64,7 @@ def test_shards_merge_to_the_same_study(reference: Store, smoke_suite: Suite, co
     merge_studies(merged.path, shards)  # merging twice adds nothing
     # Suite-level stages run after the merge, as documented.
     run_study(smoke_suite, merged, config, progress=False)
-    _assert_same(reference, merged)
+    assert_same_study(reference, merged)
 
 
 @pytest.mark.parametrize("kill_after_units", [3, 11])
@@ -130,7 +90,7 @@ def test_killed_run_resumes_to_identical_study(reference: Store, smoke_suite: Su
     assert partial > 0
     rerun = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    _assert_same(reference, store)
+    assert_same_study(reference, store)
 
 
 def test_reader_is_not_blocked_while_pipeline_writes(smoke_suite: Suite, config,
@@ -162,3 +122,30 @@ def test_reader_is_not_blocked_while_pipeline_writes(smoke_suite: Suite, config,
     assert not errors
     assert reads > 0
     assert missing_units(smoke_suite, store, config) == []
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_corrupt_checkpoint_is_reported_and_the_rest_proceed(
+        reference: Store, smoke_suite: Suite, config, tmp_path: Path,
+        request: pytest.FixtureRequest, executor: str) -> None:
+    broken = smoke_suite.checkpoints[1]
+    folder = tmp_path / broken.name
+    shutil.copytree(broken.source, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    suite = dataclasses.replace(smoke_suite, checkpoints=(
+        smoke_suite.checkpoints[0], dataclasses.replace(broken, source=str(folder)),
+        *smoke_suite.checkpoints[2:]))
+    store = Store(tmp_path / "study.duckdb")
+    if executor == "ray":
+        request.getfixturevalue("ray_cluster")
+        from precompute.ray_executor import run_study_ray
+
+        report = run_study_ray(suite, store, config, progress=False, suite_stages=())
+    else:
+        report = run_study(suite, store, config, progress=False, suite_stages=())
+    assert [name for name, _ in report.failures or []] == [broken.name]
+    assert "re-save or re-download" in (report.failures or [])[0][1]
+    assert {u.checkpoint for u in missing_units(suite, store, config)} == {broken.name}
+    theirs = reference.probe_results(suite.name)
+    assert_same_rows(store.probe_results(suite.name), theirs[theirs["checkpoint"] != broken.name])

@@ -52,6 +52,29 @@ def test_rewriting_a_unit_replaces_rows(store: Store) -> None:
     assert store.table_counts()["units"] == 1
 
 
+def test_writing_block_opens_the_file_once_and_keeps_each_unit_atomic(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    connect = duckdb.connect
+
+    def counting_connect(path: str, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        opened.append(path)
+        return connect(path, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counting_connect)
+    bad = [{"suite": "s", "checkpoint": "c1", "dataset": "d", "layer": "not a number"}]
+    with pytest.raises(duckdb.Error), store.writing():
+        store.update_checkpoint("s", "c0", weight_hash="abc")
+        store.write_unit(Unit("s", "c0", "d", "probe"), {"probe_results": _probe_rows("c0")},
+                         seconds=1)
+        with store.writing():  # nested blocks reuse the same connection
+            store.write_unit(Unit("s", "c1", "d", "probe"), {"probe_results": bad}, seconds=1)
+    assert len(opened) == 1
+    assert store.finished_units("s") == {("s", "c0", "d", "probe")}
+    assert set(store.probe_results("s")["checkpoint"]) == {"c0"}
+    assert store.checkpoints("s").set_index("checkpoint").loc["c0", "weight_hash"] == "abc"
+
+
 def test_failed_unit_leaves_nothing(store: Store) -> None:
     bad = [{"suite": "s", "checkpoint": "c0", "dataset": "d", "layer": "not a number"}]
     with pytest.raises(duckdb.Error):

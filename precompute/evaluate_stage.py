@@ -7,10 +7,9 @@ control, swept on dev under the perplexity guard and reported on test. One unit 
 ``(suite, chat checkpoint, dataset, "steer_eval")`` is written in one transaction; a
 rerun skips finished units. Suites without a chat model (e.g. Pythia) get no units.
 
-Grid sizes come from :func:`eval_config_for`: the study config has no preset field, so
-the grid is keyed on ``n_per_dataset`` (``None`` = classroom and public suites → the full
-search; up to :data:`SMOKE_MAX_ROWS` → the smoke grid; otherwise the reduced grid that
-keeps the default study's steering evaluation to a few minutes on two CPU cores).
+The grid is the study config's ``steer_eval`` (:func:`eval_config_for`): ``full`` for
+classroom and public suites, ``reduced`` for the default study (a few minutes on two CPU
+cores), ``smoke`` for tests; ``None`` skips the evaluation.
 """
 
 from __future__ import annotations
@@ -44,21 +43,20 @@ from trustdyn.suites import CheckpointRef, LoadOptions, Suite, load_checkpoint
 log = logging.getLogger(__name__)
 
 STAGE = "steer_eval"
-SMOKE_MAX_ROWS = 100
-"""Studies sampling at most this many rows per dataset use the ``smoke`` grid."""
 
 
 def eval_config_for(config: StudyConfig) -> EvalConfig:
-    """Return the steering-evaluation grid of a study (see the module docstring).
+    """Return the steering-evaluation grid named by ``config.steer_eval``.
 
     The seed and bootstrap count follow the study's.
+
+    Raises:
+        ValueError: ``steer_eval`` is None (no evaluation) or names no grid.
     """
-    if config.n_per_dataset is None:
-        base = EVAL_PRESETS["full"]
-    elif config.n_per_dataset <= SMOKE_MAX_ROWS:
-        base = EVAL_PRESETS["smoke"]
-    else:
-        base = EVAL_PRESETS["reduced"]
+    if config.steer_eval not in EVAL_PRESETS:
+        raise ValueError(f"No steering-evaluation grid {config.steer_eval!r}; "
+                         f"choose one of {', '.join(EVAL_PRESETS)}")
+    base = EVAL_PRESETS[config.steer_eval]
     return dataclasses.replace(base, seed=config.seed, n_bootstrap=config.n_bootstrap)
 
 
@@ -99,8 +97,9 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
     if suite.chat is None:
         log.info("Suite %s has no chat model; no steering evaluation to run.", suite.name)
         return 0
-    if "vectors" not in config.stages:
-        log.info("The study computes no steering vectors; skipping steering evaluation.")
+    if "vectors" not in config.stages or config.steer_eval is None:
+        log.info("The study computes no steering vectors or asks for no steering "
+                 "evaluation; skipping it.")
         return 0
     chat = suite.chat
     cfg = eval_config_for(config)

@@ -37,6 +37,8 @@ class StudyConfig:
         stages: Per-checkpoint stages to run.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         dtype: Model dtype for loading checkpoints.
+        steer_eval: Grid of the suite-level steering evaluation (``smoke``, ``reduced`` or
+            ``full``, see :mod:`trustdyn.evaluation_config`); ``None`` skips it.
     """
 
     datasets: tuple[str, ...] = BUILTIN_DATASETS
@@ -51,6 +53,7 @@ class StudyConfig:
     stages: tuple[str, ...] = PER_CHECKPOINT_STAGES
     device: str = "auto"
     dtype: str = "float32"
+    steer_eval: str | None = "full"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-ready dict."""
@@ -65,14 +68,19 @@ class StudyConfig:
 # Per-preset sizes: `smoke` keeps tests to seconds, `default` keeps the whole default study
 # within its time budget on a 2-core laptop, `classroom` and public suites use every row.
 _PRESET_CONFIGS: dict[str, StudyConfig] = {
-    "smoke": StudyConfig(n_per_dataset=80, info_n=48, n_bootstrap=100, n_permutations=5),
-    "default": StudyConfig(n_per_dataset=600, info_n=256),
+    "smoke": StudyConfig(n_per_dataset=80, info_n=48, n_bootstrap=100, n_permutations=5,
+                         steer_eval="smoke"),
+    "default": StudyConfig(n_per_dataset=600, info_n=256, steer_eval="reduced"),
     "classroom": StudyConfig(n_per_dataset=None, info_n=512),
     # SmolLM2-135M-Instruct is ~100x the built-in model: fewer rows keep the default study
-    # within budget; its vectors exist for every layer and dataset all the same.
+    # within budget; its vectors exist for every layer and dataset all the same. Its
+    # steering evaluation (chat vector vs random; no pre-training checkpoints) costs ~90
+    # CPU-s per sweep, ~40 minutes even on the reduced grid, so `default` leaves it to
+    # `classroom`.
     "smollm2-smoke": StudyConfig(n_per_dataset=40, info_n=32, n_bootstrap=100,
-                                 n_permutations=5, batch_size=16),
-    "smollm2-default": StudyConfig(n_per_dataset=200, info_n=128, batch_size=32),
+                                 n_permutations=5, batch_size=16, steer_eval="smoke"),
+    "smollm2-default": StudyConfig(n_per_dataset=200, info_n=128, batch_size=32,
+                                   steer_eval=None),
     "smollm2-classroom": StudyConfig(n_per_dataset=None, info_n=512, batch_size=32),
 }
 

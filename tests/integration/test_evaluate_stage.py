@@ -203,3 +203,12 @@ def test_eval_grid_follows_the_study_preset():
     assert eval_config_for(study_config("classroom")).name == "full"
     smoke = eval_config_for(study_config("smoke", seed=3, n_bootstrap=20))
     assert (smoke.name, smoke.seed, smoke.n_bootstrap) == ("smoke", 3, 20)
+    with pytest.raises(ValueError, match="No steering-evaluation grid 'tiny'"):
+        eval_config_for(study_config("smoke", steer_eval="tiny"))
+
+
+def test_no_eval_grid_skips_the_stage(smoke_suite, tmp_path):
+    store = Store(tmp_path / "study.duckdb")
+    config = study_config("smollm2-default")
+    assert config.steer_eval is None
+    assert run_steering_stage(smoke_suite, store, config, progress=False) == 0

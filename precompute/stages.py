@@ -22,7 +22,7 @@ from trustdyn.information import detect_turns, information_grid
 from trustdyn.probes import fit_probe_grid
 from trustdyn.provenance import code_version
 from trustdyn.steering import mean_difference_vectors
-from trustdyn.suites import CheckpointRef, Suite
+from trustdyn.suites import CheckpointRef, LoadOptions, Suite
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ def prepare_dataset(name: str, config: StudyConfig) -> PreparedDataset:
     return PreparedDataset(dataset=dataset, split=split, info_rows=info)
 
 
+def _indices(rows: np.ndarray) -> torch.Tensor:
+    """Return row indices as a tensor of its own (split arrays are shared and read-only)."""
+    return torch.from_numpy(np.array(rows))
+
+
 def _key(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset) -> dict[str, Any]:
     return {"suite": suite.name, "checkpoint": ref.name, "dataset": prepared.dataset.name}
 
@@ -60,10 +65,12 @@ def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
                acts: Activations, config: StudyConfig) -> dict[str, Any]:
     """Fit the per-layer probe grid; rows for ``probe_results`` and ``probe_directions``."""
     labels = prepared.dataset.labels
-    train, test = prepared.split.train, prepared.split.test
+    train, test = _indices(prepared.split.train), _indices(prepared.split.test)
     y = torch.tensor(np.asarray(labels), dtype=torch.long)
+    # Fit where the model ran: on a GPU worker the probe grid is far faster there.
+    blocks = acts.blocks.to(LoadOptions(device=config.device).torch_device())
     grid = fit_probe_grid(
-        acts.blocks[:, train], y[train], acts.blocks[:, test], y[test],
+        blocks[:, train.to(blocks.device)], y[train], blocks[:, test.to(blocks.device)], y[test],
         seed=config.seed, n_bootstrap=config.n_bootstrap,
     )
     key = _key(suite, ref, prepared)
@@ -111,7 +118,7 @@ def vector_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     """Mean-difference steering vectors per layer from the vector-fitting (train) split."""
     train = prepared.split.train
     vectors = mean_difference_vectors(
-        acts.blocks[:, train], prepared.dataset.labels[train],
+        acts.blocks[:, _indices(train)], prepared.dataset.labels[train],
         dataset=prepared.dataset.name, source=f"{suite.name}/{ref.name}",
         model=ref.source, revision=ref.revision,
         meta={"seed": config.seed, "n": len(train), "study": config.digest()},

@@ -180,15 +180,18 @@ def fit_probe_grid(
     """
     _validate_inputs(x_train, y_train, x_test, y_test, C=C, n_bootstrap=n_bootstrap,
                      max_iter=max_iter)
-    y_tr = _as_binary(y_train)
-    y_te = _as_binary(y_test)
-    xs_train, xs_test, scale = standardise(x_train, x_test)
+    # The fit runs where the activations are (a GPU makes it much faster); scoring and
+    # bootstrap need only the [L, 2, m] test logits and run on the CPU.
+    y_tr = _as_binary(y_train).to(x_train.device)
+    y_te = _as_binary(y_test).cpu()
+    xs_train, xs_test, scale = standardise(x_train, x_test.to(x_train.device))
     perm_rng, boot_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     columns = [y_tr]
     if control:
-        columns.append(y_tr[torch.from_numpy(perm_rng.permutation(len(y_tr)))])
+        columns.append(y_tr[torch.from_numpy(perm_rng.permutation(len(y_tr))).to(y_tr.device)])
     fit = fit_logistic_batched(xs_train, torch.stack(columns), C=C, max_iter=max_iter, tol=tol)
-    logits = torch.bmm(fit.weights, xs_test.transpose(1, 2)) + fit.bias[..., None]  # [L, K, m]
+    logits = (torch.bmm(fit.weights, xs_test.transpose(1, 2))
+              + fit.bias[..., None]).cpu()  # [L, K, m]
     real = logits[:, 0]  # [L, m]
     boot_idx = torch.from_numpy(boot_rng.integers(0, len(y_te), size=(n_bootstrap, len(y_te))))
     accuracy_ci, auroc_ci = bootstrap_intervals(real, y_te, boot_idx)
@@ -202,8 +205,8 @@ def fit_probe_grid(
         control_auroc=_np(auroc(logits[:, 1], y_te)) if control else nan_layers.copy(),
         test_ce_bits=_np(cross_entropy_bits(real, y_te)),
         directions=_np(raw_directions(fit.weights[:, 0], scale)),
-        n_iter=fit.n_iter[:, 0].numpy(),
-        converged=fit.converged[:, 0].numpy(),
+        n_iter=fit.n_iter[:, 0].cpu().numpy(),
+        converged=fit.converged[:, 0].cpu().numpy(),
         n_train=len(y_tr),
         n_test=len(y_te),
         test_label_entropy_bits=label_entropy_bits(y_te),
@@ -500,17 +503,17 @@ def fit_logistic_batched(x: torch.Tensor, y: torch.Tensor, *, C: float = 1.0,  #
     n_layers, n, d = x.shape
     lam = 1.0 / (C * n)
     y = y.to(x.dtype)
-    theta = torch.zeros((n_layers, y.shape[0], d + 1), dtype=x.dtype)
+    theta = torch.zeros((n_layers, y.shape[0], d + 1), dtype=x.dtype, device=x.device)
     z = _logits(theta, x)  # [L, K, n]
     grad = _gradient(z, theta, x, y, lam)
     state = _LbfgsState(
-        layers=torch.arange(n_layers), x=x, theta=theta, z=z,
+        layers=torch.arange(n_layers, device=x.device), x=x, theta=theta, z=z,
         f=_mean_log_loss(z, y) + _penalty(theta[..., :-1], lam), grad=grad,
-        n_iter=torch.zeros((n_layers, y.shape[0]), dtype=torch.long),
+        n_iter=torch.zeros((n_layers, y.shape[0]), dtype=torch.long, device=x.device),
         active=grad.abs().amax(dim=-1) > tol, s_hist=[], y_hist=[],
     )
     out_theta, out_iter = theta.clone(), state.n_iter.clone()
-    out_grad_max = torch.zeros(state.n_iter.shape, dtype=x.dtype)
+    out_grad_max = torch.zeros(state.n_iter.shape, dtype=x.dtype, device=x.device)
     for _ in range(max_iter):
         running = state.active.any(dim=-1)  # [l]
         if not bool(running.any()):

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -230,3 +232,17 @@ def test_cosine_matrix():
     assert np.isnan(got[2])
     with pytest.raises(ValueError, match="one shape"):
         cosine_matrix(a, b[:2])
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), signal=st.floats(0.0, 3.0))
+def test_swapping_labels_negates_directions_and_keeps_scores(seed: int, signal: float) -> None:
+    # The L2 logistic objective is symmetric under y -> 1 - y, w -> -w, b -> -b.
+    x_tr, y_tr, x_te, y_te, _, _ = planted(n_layers=2, n=120, m=80, d=6, signal=signal,
+                                           seed=seed)
+    grid = fit_probe_grid(x_tr, y_tr, x_te, y_te, seed=seed, n_bootstrap=50)
+    flipped = fit_probe_grid(x_tr, 1 - y_tr, x_te, 1 - y_te, seed=seed, n_bootstrap=50)
+    np.testing.assert_allclose(flipped.accuracy, grid.accuracy, atol=1e-9)
+    np.testing.assert_allclose(flipped.auroc, grid.auroc, atol=1e-6)
+    np.testing.assert_allclose(flipped.control_accuracy, grid.control_accuracy, atol=1e-9)
+    np.testing.assert_allclose(flipped.directions, -grid.directions, atol=2e-3)

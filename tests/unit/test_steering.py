@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import safe_open, save_file
 from torch import nn
 
@@ -395,3 +397,23 @@ def test_load_errors_are_clear(tmp_path: Path):
         load_vectors(other)
     with pytest.raises(SteeringError, match="No steering vectors"):
         save_vectors(tmp_path / "empty.safetensors", [])
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(4, 40), shift=st.floats(-5.0, 5.0))
+def test_vectors_ignore_row_order_and_a_common_shift(seed: int, n: int, shift: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    blocks = torch.randn(2, n, 5, generator=gen, dtype=torch.float64)
+    labels = np.array([i % 2 for i in range(n)])
+    perm = torch.randperm(n, generator=gen)
+
+    def fit(b: torch.Tensor, y: np.ndarray) -> list[SteeringVector]:
+        return mean_difference_vectors(b, y, dataset="t", source="s", model="m")
+
+    base, permuted, shifted = fit(blocks, labels), fit(blocks[:, perm], labels[perm.numpy()]), \
+        fit(blocks + shift, labels)
+    for a, b, c in zip(base, permuted, shifted, strict=True):
+        torch.testing.assert_close(b.direction, a.direction, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c.direction, a.direction, atol=1e-4, rtol=0)
+        assert b.scale == pytest.approx(a.scale, rel=1e-5)
+        assert c.scale == pytest.approx(a.scale, rel=1e-4)

@@ -240,6 +240,21 @@ def test_story_verdicts_follow_the_data(tmp_path: Path, study_file: Path) -> Non
     grid = dashboard.probe_grid(Store(study_file), "synthetic", "sst2")
     flat = grid.assign(accuracy=0.5, accuracy_lo=0.45, accuracy_hi=0.55, control_accuracy=0.5)
     assert dashboard.probe_finding(flat).verdict == "not supported"
+    # A success at initialisation that does not last does not make it "separable from 0";
+    # separable from step s means every checkpoint from s on separates.
+    steps = sorted(grid["step"].unique())
+
+    def separating_at(chosen: list[int]) -> pd.DataFrame:
+        hit = grid["step"].isin(chosen)
+        return grid.assign(accuracy=np.where(hit, 0.9, 0.5), accuracy_lo=np.where(hit, 0.85, 0.45),
+                           control_accuracy=0.5)
+
+    once = dashboard.probe_finding(separating_at([steps[0]]))
+    assert once.details["first_separable"].isna().all() and once.verdict == "not supported"
+    assert "not separable at the end" in once.text
+    late = dashboard.probe_finding(separating_at([steps[0], *steps[3:]]))
+    assert late.details["first_separable"].tolist() == [steps[3]]
+    assert late.details["share_separating"].tolist() == [(len(steps) - 2) / len(steps)]
 
 
 def test_parse_chat_models() -> None:

@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "quiet", False):
+        # transformers draws its own bars (weight loading, GGUF conversion).
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -11,7 +11,6 @@ done, and only in unsharded runs (after ``merge`` for sharded ones).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -154,11 +152,10 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
     for job in bar:
         bar.set_postfix_str(job.ref.name)
         try:
-            # A dataset's units are written together once computed: one open of the file
-            # instead of three, and a kill loses at most that dataset's few seconds.
-            results = compute_checkpoint(job, config, progress)
-            for _, group in itertools.groupby(results, key=_dataset_of):
-                report.written += write_results(store, suite.name, job.ref, list(group))
+            # Each unit is written as soon as it is computed: a kill loses at most the unit
+            # in flight, and readers get the file between units.
+            for result in compute_checkpoint(job, config, progress):
+                report.written += write_results(store, suite.name, job.ref, [result])
         except SuiteError as exc:
             log.error("Skipping checkpoint %s: %s", job.ref.name, exc)
             report.fail(job.ref.name, str(exc))
@@ -270,7 +267,7 @@ def compute_checkpoint(job: CheckpointJob, config: StudyConfig,
 
 def write_results(store: Store, suite: str, ref: CheckpointRef,
                   results: Sequence[CheckpointFacts | UnitResult]) -> int:
-    """Write results of :func:`compute_checkpoint` (each unit in its own transaction).
+    """Write results of :func:`compute_checkpoint` (one connection, a transaction per unit).
 
     Returns:
         The number of units written.
@@ -283,9 +280,6 @@ def write_results(store: Store, suite: str, ref: CheckpointRef,
                 store.write_unit(result.unit, result.tables, seconds=result.seconds)
     return sum(isinstance(result, UnitResult) for result in results)
 
-
-def _dataset_of(result: CheckpointFacts | UnitResult) -> str | None:
-    return result.unit.dataset if isinstance(result, UnitResult) else None
 
 
 def run_suite_stages(suite: Suite, store: Store, config: StudyConfig, report: RunReport,
@@ -343,26 +337,24 @@ def merge_studies(target: Path, shards: Sequence[Path]) -> dict[str, int]:
 
 
 def summarise_probes(store: Store, suite: str) -> pd.DataFrame:
-    """Return the README's headline table: the best layer per dataset, and its history.
+    """Return the README's headline table: per dataset, the story's probe finding.
 
-    Per dataset: the best layer at the last pre-training checkpoint, and the first step at
-    which that layer beat its shuffled-label control by 5 points.
+    From which step every later checkpoint separates the dataset (best layer ≥ 5 points
+    over its shuffled-label control, interval above it), the share of checkpoints that
+    separate it, and the best layer at the last pre-training checkpoint with its control.
     """
-    frame = store.probe_results(suite)
-    frame = frame[~frame["is_chat"]]
-    rows = []
-    for name, group in frame.groupby("dataset"):
-        last = group[group["ordinal"] == group["ordinal"].max()]
-        best = last.loc[last["accuracy"].idxmax()]
-        layer_rows = group[group["layer"] == best["layer"]]
-        above = layer_rows[layer_rows["accuracy"] - layer_rows["control_accuracy"] >= 0.05]
-        rows.append({
-            "dataset": name,
-            "best_layer": int(best["layer"]),
-            "accuracy": float(best["accuracy"]),
-            "ci": f"[{best['accuracy_lo']:.3f}, {best['accuracy_hi']:.3f}]",
-            "control": float(best["control_accuracy"]),
-            "first_step_above_control": int(above["step"].min()) if len(above) else None,
-            "mean_acc_all_layers": float(np.mean(last["accuracy"])),
-        })
-    return pd.DataFrame(rows)
+    from trustdyn.dashboard import all_probes, probe_finding
+
+    details = probe_finding(all_probes(store, suite)).details
+    if details.empty:
+        return details
+    return pd.DataFrame({
+        "dataset": details["dataset"],
+        "separable_from_step": details["first_separable"].astype("Int64"),
+        "checkpoints_separating": details["share_separating"].map("{:.0%}".format),
+        "best_layer": details["final_best_layer"],
+        "accuracy": details["final_accuracy"].round(3),
+        "ci": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(
+            details["final_accuracy_lo"], details["final_accuracy_hi"], strict=True)],
+        "control": details["final_control"].round(3),
+    })

@@ -767,8 +767,11 @@ def probe_finding(probes: pd.DataFrame, *, margin: float = 0.05) -> Finding:
             "dataset": dataset, "first_separable": first,
             "share_separating": float(separates.mean()),
             "share_of_training": None if first is None else first / total,
-            "final_accuracy": float(last["accuracy"]), "final_control": float(
-                last["control_accuracy"]), "final_best_layer": int(last["best_layer"]),
+            "final_accuracy": float(last["accuracy"]),
+            "final_accuracy_lo": float(last["accuracy_lo"]),
+            "final_accuracy_hi": float(last["accuracy_hi"]),
+            "final_control": float(last["control_accuracy"]),
+            "final_best_layer": int(last["best_layer"]),
             "depth": float(last["best_layer"]) / max(n_layers - 1, 1),
         })
     details = pd.DataFrame(rows)

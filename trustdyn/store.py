@@ -258,6 +258,7 @@ class Store:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._held: duckdb.DuckDBPyConnection | None = None
+        self._schema_checked = False
 
     # -- connections ---------------------------------------------------------------
 
@@ -294,8 +295,13 @@ class Store:
             yield self._held
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The schema check costs a query and a write per call; once this object has seen
+        # the file's schema it only re-checks if the file was removed since.
+        fresh = not (self._schema_checked and self.path.exists())
         with self._connect(read_only=False) as con:
-            self._ensure_schema(con)
+            if fresh:
+                self._ensure_schema(con)
+                self._schema_checked = True
             yield con
 
     @contextlib.contextmanager

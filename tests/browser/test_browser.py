@@ -75,17 +75,26 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start ``streamlit run app.py`` on a free localhost port against a synthetic study."""
+    """Start ``streamlit run app.py`` on a free localhost port against a synthetic study.
+
+    With ``TRUSTDYN_DOCS_STUDY=<study file>`` it opens that study instead, with the chat
+    models of the current ``TRUSTDYN_HOME`` (how the README's screenshots are taken).
+    """
     root = tmp_path_factory.mktemp("browser")
-    study = root / "study.duckdb"
-    write_synthetic_study(study, n_checkpoints=8, n_layers=3, hidden_size=32, seed=0)
-    chat = root / "tiny-chat"
-    tokenizer = build_tokenizer()
-    build_model("llama", len(tokenizer), seed=0).save_pretrained(chat)
-    tokenizer.save_pretrained(chat)
+    docs_study = os.environ.get("TRUSTDYN_DOCS_STUDY")
+    if docs_study:
+        study = Path(docs_study)
+        env = dict(os.environ)
+    else:
+        study = root / "study.duckdb"
+        write_synthetic_study(study, n_checkpoints=8, n_layers=3, hidden_size=32, seed=0)
+        chat = root / "tiny-chat"
+        tokenizer = build_tokenizer()
+        build_model("llama", len(tokenizer), seed=0).save_pretrained(chat)
+        tokenizer.save_pretrained(chat)
+        env = {**os.environ, "TRUSTDYN_HOME": str(root / "home"),
+               "TRUSTDYN_CHAT_MODELS": f"tiny={chat}"}
     port = _free_port()
-    env = {**os.environ, "TRUSTDYN_HOME": str(root / "home"),
-           "TRUSTDYN_CHAT_MODELS": f"tiny={chat}"}
     log = (root / "streamlit.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"),

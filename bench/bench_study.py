@@ -48,7 +48,7 @@ def run_study(preset: str, home: Path) -> tuple[float, datetime, float]:
 def milestones(store: Store, started: datetime) -> dict[str, float]:
     """Seconds from the start until each suite's per-checkpoint and suite-level stages ended."""
     out: dict[str, float] = {}
-    for suite in store.query("SELECT suite FROM suites")["suite"]:
+    for suite in store.suites()["suite"]:
         units = store.units(suite)
         finished = pd.to_datetime(units["finished_at"])
         per_checkpoint = units["stage"].isin(["probe", "info", "vectors"])

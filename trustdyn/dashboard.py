@@ -62,11 +62,6 @@ PROBE_METRICS: dict[str, str] = {
 }
 """Probe metrics a heatmap can show, with their axis labels."""
 
-_PROBE_COLUMNS = (
-    "checkpoint, dataset, layer, accuracy, accuracy_lo, accuracy_hi, auroc, auroc_lo, "
-    "auroc_hi, control_accuracy, control_auroc, usable_info_bits, n_test"
-)
-
 
 # --------------------------------------------------------------------------- the study file
 
@@ -307,20 +302,15 @@ def duplicate_checkpoints(ckpts: pd.DataFrame) -> dict[str, str]:
 def probe_grid(store: Store, suite: str, dataset: str) -> pd.DataFrame:
     """Return the probe metrics of one dataset, narrow, joined with checkpoint positions.
 
-    The heatmap's query: only the columns a figure needs (no JSON params), ordered by
-    checkpoint then layer. Proposed for ``Store`` as ``probe_grid``.
+    The heatmap's query (:meth:`Store.probe_grid`): only the columns a figure needs, ordered
+    by checkpoint then layer.
 
     Returns:
         Probe metric columns plus ``step``, ``tokens``, ``ordinal``, ``is_chat`` and
         ``accuracy_minus_control``.
 
     """
-    frame = store.query(
-        f"SELECT {_PROBE_COLUMNS}, c.step, c.tokens, c.ordinal, c.is_chat "
-        "FROM probe_results r JOIN checkpoints c USING (suite, checkpoint) "
-        "WHERE r.suite = ? AND r.dataset = ? ORDER BY c.is_chat, c.ordinal, r.layer",
-        [suite, dataset],
-    )
+    frame = store.probe_grid(suite, dataset)
     frame["accuracy_minus_control"] = frame["accuracy"] - frame["control_accuracy"]
     return frame
 
@@ -391,12 +381,7 @@ def probe_vector_cosines(store: Store, suite: str, dataset: str, layer: int) -> 
     Empty when no vectors are stored.
     """
     dirs = store.probe_directions(suite, dataset, layer)
-    vectors = store.query(
-        "SELECT v.checkpoint, v.direction, c.is_chat FROM steering_vectors v "
-        "JOIN checkpoints c USING (suite, checkpoint) "
-        "WHERE v.suite = ? AND v.dataset = ? AND v.layer = ? ORDER BY c.is_chat, c.ordinal",
-        [suite, dataset, layer],
-    )
+    vectors = store.vector_directions(suite, dataset, layer)
     if dirs.empty or vectors.empty:
         return pd.DataFrame(columns=["checkpoint", "step", "is_chat", "own_vector",
                                      "chat_vector", "final_probe"])
@@ -427,15 +412,9 @@ def layers_of(frame: pd.DataFrame) -> list[int]:
 def info_frame(store: Store, suite: str, dataset: str) -> pd.DataFrame:
     """Return one dataset's information estimates joined with checkpoint positions.
 
-    A narrow read (no JSON params); proposed for ``Store`` as ``info_grid``.
+    A narrow read (no JSON params): :meth:`Store.info_grid`.
     """
-    return store.query(
-        "SELECT r.checkpoint, r.dataset, r.layer, r.estimator, r.quantity, r.value, "
-        "r.null_mean, r.null_std, r.unit, r.n, c.step, c.tokens, c.ordinal, c.is_chat "
-        "FROM info_results r JOIN checkpoints c USING (suite, checkpoint) "
-        "WHERE r.suite = ? AND r.dataset = ? ORDER BY c.is_chat, c.ordinal, r.layer",
-        [suite, dataset],
-    )
+    return store.info_grid(suite, dataset)
 
 
 ItySource = Literal["estimator", "usable"]
@@ -508,21 +487,9 @@ def steering_evals(store: Store, suite: str) -> pd.DataFrame:
 
     ``higher_is_better`` (bool or None), ``role``, ``guard`` (the perplexity guard),
     ``guard_passed`` and ``of`` (the metric a ``gain`` row is computed on) are read
-    from the JSON params in the query. Proposed for ``Store`` with these columns.
+    from the JSON params by :meth:`Store.steering_eval_table`.
     """
-    frame = store.query(
-        "SELECT target, vector_source, dataset, metric, split, layer, alpha, steer_direction, "
-        "value, ci_lo, ci_hi, n, "
-        "TRY_CAST(params->>'higher_is_better' AS BOOLEAN) AS higher_is_better, "
-        "params->>'role' AS role, "
-        "TRY_CAST(coalesce(params->>'guard', params->'selection'->>'guard') AS DOUBLE) "
-        "AS guard, "
-        "TRY_CAST(params->'selection'->>'guard_passed' AS BOOLEAN) AS guard_passed, "
-        "params->>'of' AS of "
-        "FROM steering_evals WHERE suite = ? "
-        "ORDER BY target, dataset, metric, split, vector_source, layer, alpha",
-        [suite],
-    )
+    frame = store.steering_eval_table(suite)
     frame["higher_is_better"] = frame["higher_is_better"].astype(object).where(
         frame["higher_is_better"].notna(), None)
     return frame
@@ -1007,8 +974,7 @@ def chat_model_specs(store: Store | None, env: Mapping[str, str] | None = None
     """
     chats = pd.DataFrame(columns=["suite", "checkpoint", "source"])
     if store is not None and store.exists():
-        chats = store.query(
-            "SELECT suite, checkpoint, source FROM checkpoints WHERE is_chat ORDER BY suite")
+        chats = store.chat_checkpoints()
     specs: list[ChatModelSpec] = []
     for row in chats.itertuples(index=False):
         if row.suite != "smollm2-instruct" and row.source and Path(str(row.source)).is_dir():
@@ -1095,17 +1061,9 @@ def vector_inventory(store: Store) -> pd.DataFrame:
     """Return one row per (suite, checkpoint) with stored steering vectors.
 
     Columns: ``suite``, ``checkpoint``, ``hidden_size``, ``n_layers``, ``datasets`` (list),
-    ``step``, ``is_chat``, ``ordinal``. Proposed for ``Store`` as ``vector_inventory``.
+    ``step``, ``is_chat``, ``ordinal`` (:meth:`Store.vector_inventory`).
     """
-    return store.query(
-        "SELECT v.suite, v.checkpoint, max(v.hidden_size) AS hidden_size, "
-        "count(DISTINCT v.layer) AS n_layers, "
-        "list(DISTINCT v.dataset ORDER BY v.dataset) AS datasets, "
-        "any_value(c.step) AS step, bool_or(c.is_chat) AS is_chat, "
-        "any_value(c.ordinal) AS ordinal "
-        "FROM steering_vectors v LEFT JOIN checkpoints c USING (suite, checkpoint) "
-        "GROUP BY v.suite, v.checkpoint ORDER BY v.suite, is_chat, ordinal"
-    )
+    return store.vector_inventory()
 
 
 def vector_choices(inventory: pd.DataFrame, spec: ChatModelSpec, hidden_size: int

@@ -207,6 +207,12 @@ _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked",
                  "different configuration than existing connections")
 
 
+_PROBE_GRID_COLUMNS = (
+    "checkpoint, dataset, layer, accuracy, accuracy_lo, accuracy_hi, auroc, auroc_lo, "
+    "auroc_hi, control_accuracy, control_auroc, usable_info_bits, n_test"
+)
+
+
 class StoreError(RuntimeError):
     """A user-facing problem with a study file (wrong schema version, not a study, ...)."""
 
@@ -295,11 +301,14 @@ class Store:
             yield self._held
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The schema check costs a query and a write per call; once this object has seen
-        # the file's schema it only re-checks if the file was removed since.
-        fresh = not (self._schema_checked and self.path.exists())
+        # Creating the schema costs a listing and a write per call; once this object has
+        # done it, later calls only check the version (the file may have been replaced)
+        # unless the file is gone.
+        created = self._schema_checked and self.path.exists()
         with self._connect(read_only=False) as con:
-            if fresh:
+            if created:
+                self._check_version(con)
+            else:
                 self._ensure_schema(con)
                 self._schema_checked = True
             yield con
@@ -350,12 +359,12 @@ class Store:
 
     def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
         try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         except duckdb.CatalogException as exc:
             raise StoreError(
                 f"{self.path} is a DuckDB file but not a trustdyn study (no meta table)."
             ) from exc
-        found = int(row[0]) if row else None
+        found = int(rows[0][0]) if rows else None
         if found != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} was written with study schema version {found}; this trustdyn "
@@ -548,6 +557,78 @@ class Store:
             "WHERE r.suite = ? AND (? IS NULL OR r.dataset = ?) "
             "ORDER BY c.is_chat, c.ordinal, r.dataset, r.layer",
             [suite, dataset, dataset],
+        )
+
+    def probe_grid(self, suite: str, dataset: str) -> pd.DataFrame:
+        """Return one dataset's probe metrics, narrow (no JSON), with checkpoint positions.
+
+        The dashboard's heatmap query, ordered by checkpoint then layer.
+        """
+        return self.query(
+            f"SELECT {_PROBE_GRID_COLUMNS}, c.step, c.tokens, c.ordinal, c.is_chat "
+            "FROM probe_results r JOIN checkpoints c USING (suite, checkpoint) "
+            "WHERE r.suite = ? AND r.dataset = ? ORDER BY c.is_chat, c.ordinal, r.layer",
+            [suite, dataset],
+        )
+
+    def info_grid(self, suite: str, dataset: str) -> pd.DataFrame:
+        """Return one dataset's information estimates, narrow, with checkpoint positions."""
+        return self.query(
+            "SELECT r.checkpoint, r.dataset, r.layer, r.estimator, r.quantity, r.value, "
+            "r.null_mean, r.null_std, r.unit, r.n, c.step, c.tokens, c.ordinal, c.is_chat "
+            "FROM info_results r JOIN checkpoints c USING (suite, checkpoint) "
+            "WHERE r.suite = ? AND r.dataset = ? ORDER BY c.is_chat, c.ordinal, r.layer",
+            [suite, dataset],
+        )
+
+    def vector_directions(self, suite: str, dataset: str, layer: int) -> pd.DataFrame:
+        """Return ``checkpoint``, ``direction``, ``is_chat`` of one layer's steering vectors."""
+        return self.query(
+            "SELECT v.checkpoint, v.direction, c.is_chat FROM steering_vectors v "
+            "JOIN checkpoints c USING (suite, checkpoint) "
+            "WHERE v.suite = ? AND v.dataset = ? AND v.layer = ? ORDER BY c.is_chat, c.ordinal",
+            [suite, dataset, layer],
+        )
+
+    def steering_eval_table(self, suite: str) -> pd.DataFrame:
+        """Return steering evaluation rows with the params fields the pages need as columns.
+
+        ``higher_is_better``, ``role``, ``guard`` (the perplexity guard), ``guard_passed``
+        and ``of`` (the metric a ``gain`` row is computed on) are read from the JSON params.
+        """
+        return self.query(
+            "SELECT target, vector_source, dataset, metric, split, layer, alpha, "
+            "steer_direction, value, ci_lo, ci_hi, n, "
+            "TRY_CAST(params->>'higher_is_better' AS BOOLEAN) AS higher_is_better, "
+            "params->>'role' AS role, "
+            "TRY_CAST(coalesce(params->>'guard', params->'selection'->>'guard') AS DOUBLE) "
+            "AS guard, "
+            "TRY_CAST(params->'selection'->>'guard_passed' AS BOOLEAN) AS guard_passed, "
+            "params->>'of' AS of "
+            "FROM steering_evals WHERE suite = ? "
+            "ORDER BY target, dataset, metric, split, vector_source, layer, alpha",
+            [suite],
+        )
+
+    def chat_checkpoints(self) -> pd.DataFrame:
+        """Return ``suite``, ``checkpoint``, ``source`` of every suite's chat model."""
+        return self.query(
+            "SELECT suite, checkpoint, source FROM checkpoints WHERE is_chat ORDER BY suite")
+
+    def vector_inventory(self) -> pd.DataFrame:
+        """Return one row per (suite, checkpoint) with stored steering vectors.
+
+        Columns: ``suite``, ``checkpoint``, ``hidden_size``, ``n_layers``, ``datasets``
+        (list), ``step``, ``is_chat``, ``ordinal``.
+        """
+        return self.query(
+            "SELECT v.suite, v.checkpoint, max(v.hidden_size) AS hidden_size, "
+            "count(DISTINCT v.layer) AS n_layers, "
+            "list(DISTINCT v.dataset ORDER BY v.dataset) AS datasets, "
+            "any_value(c.step) AS step, bool_or(c.is_chat) AS is_chat, "
+            "any_value(c.ordinal) AS ordinal "
+            "FROM steering_vectors v LEFT JOIN checkpoints c USING (suite, checkpoint) "
+            "GROUP BY v.suite, v.checkpoint ORDER BY v.suite, is_chat, ordinal"
         )
 
     def info_turns(self, suite: str) -> pd.DataFrame:

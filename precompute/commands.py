@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from precompute.pipeline import Shard, merge_studies, missing_units, run_study, summarise_probes
@@ -132,20 +133,26 @@ def _study(args: argparse.Namespace) -> int:
 
     store = Store(args.db or default_study_path())
     progress = not args.quiet
-    runs: list[tuple[Suite, StudyConfig]] = [
-        (pretrain(args.preset, progress=progress), study_config(args.preset))
+    # Suites are loaded when their turn comes: the built-in results appear before SmolLM2's
+    # one-off GGUF conversion runs.
+    runs: list[tuple[Callable[[], Suite], StudyConfig]] = [
+        (lambda: pretrain(args.preset, progress=progress), study_config(args.preset))
     ]
     if not args.no_smollm2:
-        runs.append((smollm2_suite(), study_config(f"smollm2-{args.preset}")))
+        runs.append((lambda: smollm2_suite(progress=progress),
+                     study_config(f"smollm2-{args.preset}")))
     failed = False
-    for suite, config in runs:
+    names = []
+    for load, config in runs:
+        suite = load()
+        names.append(suite.name)
         report = run_study(suite, store, config, progress=progress)
         print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
         for checkpoint, reason in report.failures or []:
             print(f"  FAILED {checkpoint}: {reason}")
             failed = True
     print(f"study file: {store.path}")
-    print(summarise_probes(store, runs[0][0].name).to_string(index=False))
+    print(summarise_probes(store, names[0]).to_string(index=False))
     return 1 if failed else 0
 
 

@@ -152,3 +152,16 @@ def test_corrupt_checkpoint_is_reported_and_the_rest_proceed(
     assert {u.checkpoint for u in missing_units(suite, store, config)} == {broken.name}
     theirs = reference.probe_results(suite.name)
     assert_same_rows(store.probe_results(suite.name), theirs[theirs["checkpoint"] != broken.name])
+
+
+def test_study_command_builds_a_complete_study(smoke_suite: Suite, smoke_root: Path, config,
+                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from precompute.__main__ import main
+
+    monkeypatch.setenv("TRUSTDYN_HOME", str(smoke_root.parent))
+    db = tmp_path / "study.duckdb"
+    assert main(["study", "--preset", "smoke", "--no-smollm2", "--db", str(db), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{smoke_suite.name}: " in out and "separable_from_step" in out
+    assert missing_units(smoke_suite, Store(db), config) == []

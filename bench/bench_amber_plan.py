@@ -54,8 +54,13 @@ N_CHECKPOINTS = 360
 
 
 def build_checkpoint(folder: Path, tokenizer_dir: Path, shape: dict[str, Any],
-                     dtype: torch.dtype, device: str) -> int:
-    """Save a random-init Llama of ``shape`` with the tokenizer; return its parameter count."""
+                     dtype: torch.dtype, device: str) -> tuple[int, int]:
+    """Save a random-init Llama of ``shape`` with the tokenizer.
+
+    Returns:
+        ``(parameters, block parameters)``: all of them, and those outside the embedding
+        and the LM head (what a forward pass without the head multiplies per token).
+    """
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(**{**shape, "vocab_size": max(shape["vocab_size"], len(tokenizer))},
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -65,8 +70,10 @@ def build_checkpoint(folder: Path, tokenizer_dir: Path, shape: dict[str, Any],
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     n_params = sum(p.numel() for p in model.parameters())
+    outside_blocks = (model.get_input_embeddings().weight.numel()
+                      + model.get_output_embeddings().weight.numel())
     del model
-    return n_params
+    return n_params, n_params - outside_blocks
 
 
 def time_pipeline(folder: Path, device: str, dtype: str, n_per_dataset: int | None
@@ -102,8 +109,8 @@ def time_pipeline(folder: Path, device: str, dtype: str, n_per_dataset: int | No
     }
 
 
-def time_extraction(folder: Path, device: str, dtype: torch.dtype, n_params: int,
-                    vocab_params: int, n_statements: int) -> dict[str, Any]:
+def time_extraction(folder: Path, device: str, dtype: torch.dtype, block_params: int,
+                    n_statements: int) -> dict[str, Any]:
     """Extraction alone on the largest dataset: tokens/s and achieved FLOP/s vs peak."""
     ref = CheckpointRef(suite="amber-shaped", name="ckpt-000", step=0, source=str(folder))
     model, tokenizer = load_checkpoint(
@@ -118,7 +125,7 @@ def time_extraction(folder: Path, device: str, dtype: torch.dtype, n_params: int
     _sync(device)
     seconds = time.perf_counter() - start
     # Forward FLOPs ~ 2 x non-embedding parameters per token (the LM head is skipped).
-    flops = 2 * (n_params - 2 * vocab_params) * tokens
+    flops = 2 * block_params * tokens
     peak = (_cuda_peak_tflops(dtype) if device == "cuda"
             else matmul_peak_gflops(dtype=dtype) / 1e3)
     achieved = flops / seconds / 1e12
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = workdir / "ckpt-000"
     try:
         start = time.perf_counter()
-        n_params = build_checkpoint(folder, args.tokenizer, shape, dtype, device)
+        n_params, block_params = build_checkpoint(folder, args.tokenizer, shape, dtype, device)
         build_s = time.perf_counter() - start
         print(f"built and saved {n_params / 1e9:.2f}B parameters in {build_s:.1f} s")
         if device == "cuda":
@@ -189,8 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         pipeline = time_pipeline(folder, device, str(dtype).removeprefix("torch."),
                                  args.n_per_dataset)
         print(f"pipeline, one checkpoint: {pipeline}")
-        vocab_params = shape["hidden_size"] * max(shape["vocab_size"], 49152)
-        extraction = time_extraction(folder, device, dtype, n_params, vocab_params,
+        extraction = time_extraction(folder, device, dtype, block_params,
                                      args.extract_n)
         print(f"extraction alone: {extraction}")
         memory = {

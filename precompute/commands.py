@@ -128,7 +128,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from trustdyn.suites.builtin import pretrain
+    from trustdyn.suites.builtin import pretrain, suite_name
     from trustdyn.suites.smollm2 import smollm2_suite
 
     store = Store(args.db or default_study_path())
@@ -142,17 +142,15 @@ def _study(args: argparse.Namespace) -> int:
         runs.append((lambda: smollm2_suite(progress=progress),
                      study_config(f"smollm2-{args.preset}")))
     failed = False
-    names = []
     for load, config in runs:
         suite = load()
-        names.append(suite.name)
         report = run_study(suite, store, config, progress=progress)
         print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
         for checkpoint, reason in report.failures or []:
             print(f"  FAILED {checkpoint}: {reason}")
             failed = True
     print(f"study file: {store.path}")
-    print(summarise_probes(store, names[0]).to_string(index=False))
+    print(summarise_probes(store, suite_name(args.preset)).to_string(index=False))
     return 1 if failed else 0
 
 

@@ -14,6 +14,7 @@ Ray is an optional extra (``pip install 'ray>=2.40'``); nothing else imports thi
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -119,17 +120,18 @@ def run_study_ray(suite: Suite, store: Store, config: StudyConfig, *,
         config_ref = ray.put(config)
         bar = tqdm(total=len(plan), desc=f"{suite.name}: checkpoints (ray)", unit="ckpt",
                    disable=not progress)
-        queue = list(reversed(plan))
+        waiting = iter(plan)
         pending: dict[Any, CheckpointJob] = {}
-        while queue or pending:
-            while queue and len(pending) < options.max_in_flight:
-                job = queue.pop()
-                pending[task.remote(job, config_ref, compute)] = job
+        for job in itertools.islice(waiting, options.max_in_flight):
+            pending[task.remote(job, config_ref, compute)] = job
+        while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
             _collect(ray, ready[0], job, store, report)
             bar.set_postfix_str(job.ref.name)
             bar.update()
+            for job in itertools.islice(waiting, 1):  # keep max_in_flight tasks submitted
+                pending[task.remote(job, config_ref, compute)] = job
         bar.close()
     run_suite_stages(suite, store, config, report, progress, suite_stages)
     return report

@@ -211,6 +211,10 @@ _PROBE_GRID_COLUMNS = (
     "checkpoint, dataset, layer, accuracy, accuracy_lo, accuracy_hi, auroc, auroc_lo, "
     "auroc_hi, control_accuracy, control_auroc, usable_info_bits, n_test"
 )
+_INFO_GRID_COLUMNS = (
+    "r.checkpoint, r.dataset, r.layer, r.estimator, r.quantity, r.value, r.null_mean, "
+    "r.null_std, r.unit, r.n"
+)
 
 
 class StoreError(RuntimeError):
@@ -548,11 +552,12 @@ class Store:
         """Return information estimates joined with checkpoint step/tokens."""
         return self._with_steps("info_results", suite, dataset)
 
-    def _with_steps(self, table: str, suite: str, dataset: str | None) -> pd.DataFrame:
+    def _with_steps(self, table: str, suite: str, dataset: str | None,
+                    columns: str = "r.*") -> pd.DataFrame:
         if table not in ("probe_results", "info_results"):
             raise ValueError(table)
         return self.query(
-            f"SELECT r.*, c.step, c.tokens, c.ordinal, c.is_chat FROM {table} r "
+            f"SELECT {columns}, c.step, c.tokens, c.ordinal, c.is_chat FROM {table} r "
             "JOIN checkpoints c USING (suite, checkpoint) "
             "WHERE r.suite = ? AND (? IS NULL OR r.dataset = ?) "
             "ORDER BY c.is_chat, c.ordinal, r.dataset, r.layer",
@@ -564,31 +569,15 @@ class Store:
 
         The dashboard's heatmap query, ordered by checkpoint then layer.
         """
-        return self.query(
-            f"SELECT {_PROBE_GRID_COLUMNS}, c.step, c.tokens, c.ordinal, c.is_chat "
-            "FROM probe_results r JOIN checkpoints c USING (suite, checkpoint) "
-            "WHERE r.suite = ? AND r.dataset = ? ORDER BY c.is_chat, c.ordinal, r.layer",
-            [suite, dataset],
-        )
+        return self._with_steps("probe_results", suite, dataset, _PROBE_GRID_COLUMNS)
 
     def info_grid(self, suite: str, dataset: str) -> pd.DataFrame:
         """Return one dataset's information estimates, narrow, with checkpoint positions."""
-        return self.query(
-            "SELECT r.checkpoint, r.dataset, r.layer, r.estimator, r.quantity, r.value, "
-            "r.null_mean, r.null_std, r.unit, r.n, c.step, c.tokens, c.ordinal, c.is_chat "
-            "FROM info_results r JOIN checkpoints c USING (suite, checkpoint) "
-            "WHERE r.suite = ? AND r.dataset = ? ORDER BY c.is_chat, c.ordinal, r.layer",
-            [suite, dataset],
-        )
+        return self._with_steps("info_results", suite, dataset, _INFO_GRID_COLUMNS)
 
     def vector_directions(self, suite: str, dataset: str, layer: int) -> pd.DataFrame:
-        """Return ``checkpoint``, ``direction``, ``is_chat`` of one layer's steering vectors."""
-        return self.query(
-            "SELECT v.checkpoint, v.direction, c.is_chat FROM steering_vectors v "
-            "JOIN checkpoints c USING (suite, checkpoint) "
-            "WHERE v.suite = ? AND v.dataset = ? AND v.layer = ? ORDER BY c.is_chat, c.ordinal",
-            [suite, dataset, layer],
-        )
+        """Return one layer's steering-vector directions across checkpoints, in order."""
+        return self._layer_directions("steering_vectors", suite, dataset, layer)
 
     def steering_eval_table(self, suite: str) -> pd.DataFrame:
         """Return steering evaluation rows with the params fields the pages need as columns.
@@ -639,8 +628,15 @@ class Store:
 
     def probe_directions(self, suite: str, dataset: str, layer: int) -> pd.DataFrame:
         """Return probe directions of one (dataset, layer) across checkpoints, in order."""
+        return self._layer_directions("probe_directions", suite, dataset, layer)
+
+    def _layer_directions(self, table: str, suite: str, dataset: str, layer: int
+                          ) -> pd.DataFrame:
+        """Return ``checkpoint``, ``step``, ``is_chat``, ``direction`` of one layer."""
+        if table not in ("probe_directions", "steering_vectors"):
+            raise ValueError(table)
         return self.query(
-            "SELECT d.checkpoint, c.step, c.is_chat, d.direction FROM probe_directions d "
+            f"SELECT d.checkpoint, c.step, c.is_chat, d.direction FROM {table} d "
             "JOIN checkpoints c USING (suite, checkpoint) "
             "WHERE d.suite = ? AND d.dataset = ? AND d.layer = ? ORDER BY c.is_chat, c.ordinal",
             [suite, dataset, layer],

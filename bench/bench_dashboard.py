@@ -7,7 +7,7 @@ datasets — the size of an LLM360 Amber study at every checkpoint — and times
 * ``store.probe_results`` — the store's general read of one dataset (the baseline);
 * ``store.reader()`` — opening and closing a read-only connection (every store call pays
   it: the store holds no connection open, so the pipeline can write between reads);
-* ``dashboard.probe_grid`` — the heatmap's narrow query (goal: under 50 ms), also shown
+* ``Store.probe_grid`` — the heatmap's narrow query (goal: under 50 ms), also shown
   without the connection cost, and as the pages get it on a repeat view (cache hit);
 * ``figures.probe_heatmap`` — building the heatmap figure from that frame;
 * ``figure.to_json`` — serialising it (what Streamlit sends to the browser);
@@ -36,10 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trustdyn import dashboard, figures
+from trustdyn.dashboard import figures, study, tables
 from trustdyn.paths import REPO_ROOT
 from trustdyn.store import Store
-from trustdyn.synthetic import write_synthetic_study
+from trustdyn.testing.synthetic import write_synthetic_study
 
 SUITE = "synthetic"
 DATASET = "truthfulqa"
@@ -89,38 +89,38 @@ def _cached_read(path: Path) -> Callable[[], Any]:
     """Return a call of the pages' cached reader (``st.cache_data``, bare mode)."""
     import logging
 
-    os.environ[dashboard.STUDY_ENV] = str(path)
+    os.environ[study.STUDY_ENV] = str(path)
     # Outside a server Streamlit warns on every cached call; the timing is what matters.
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     from pages import _common
 
-    return lambda: _common.read("probe_grid", SUITE, DATASET)
+    return lambda: _common.read(Store.probe_grid, SUITE, DATASET)
 
 
 def time_reads(store: Store, repeats: int) -> dict[str, float]:
     """Time the heatmap path (query, figure, serialisation) and other page reads."""
-    grid = dashboard.probe_grid(store, SUITE, DATASET)
+    grid = store.probe_grid(SUITE, DATASET)
     figure = figures.probe_heatmap(grid)
-    info = dashboard.info_frame(store, SUITE, DATASET)
-    evals = dashboard.steering_evals(store, SUITE)
-    ckpts = dashboard.checkpoints(store, SUITE)
+    info = store.info_grid(SUITE, DATASET)
+    evals = store.steering_eval_table(SUITE)
+    ckpts = store.checkpoints(SUITE)
     return {
         "store.probe_results (baseline)": median_ms(
             lambda: store.probe_results(SUITE, DATASET), repeats),
         "store.reader() open + close": median_ms(lambda: _open_reader(store), repeats),
-        "dashboard.probe_grid (heatmap query)": median_ms(
-            lambda: dashboard.probe_grid(store, SUITE, DATASET), repeats),
+        "Store.probe_grid (heatmap query)": median_ms(
+            lambda: store.probe_grid(SUITE, DATASET), repeats),
         "probe_grid cached (repeat view)": median_ms(_cached_read(store.path), repeats),
         "figures.probe_heatmap": median_ms(lambda: figures.probe_heatmap(grid), repeats),
         "figure.to_json": median_ms(figure.to_json, repeats),
-        "dashboard.info_frame": median_ms(
-            lambda: dashboard.info_frame(store, SUITE, DATASET), repeats),
-        "dashboard.info_plane": median_ms(
-            lambda: dashboard.info_plane(info, grid, "renyi"), repeats),
-        "dashboard.steering_evals": median_ms(
-            lambda: dashboard.steering_evals(store, SUITE), repeats),
-        "dashboard.steering_table": median_ms(
-            lambda: dashboard.steering_table(evals, ckpts, "chat", DATASET), repeats),
+        "Store.info_grid": median_ms(
+            lambda: store.info_grid(SUITE, DATASET), repeats),
+        "tables.info_plane": median_ms(
+            lambda: tables.info_plane(info, grid, "renyi"), repeats),
+        "Store.steering_eval_table": median_ms(
+            lambda: store.steering_eval_table(SUITE), repeats),
+        "tables.steering_table": median_ms(
+            lambda: tables.steering_table(evals, ckpts, "chat", DATASET), repeats),
     }
 
 
@@ -150,7 +150,7 @@ def time_startup(path: Path) -> dict[str, float]:
     A fresh interpreter, so the first run pays every import (plotly, pandas, DuckDB, the
     pages) as a newly started server does.
     """
-    env = {**os.environ, dashboard.STUDY_ENV: str(path)}
+    env = {**os.environ, study.STUDY_ENV: str(path)}
     result = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT, str(REPO_ROOT / "app.py")],
                             capture_output=True, text=True, env=env, cwd=REPO_ROOT,
                             check=True)
@@ -185,7 +185,7 @@ def main() -> None:
     print(f"\n{'read / build':40s} {'median ms':>10s} {'× baseline':>11s}")
     for name, value in reads.items():
         print(f"{name:40s} {value:10.1f} {value / base:11.2f}")
-    query = reads["dashboard.probe_grid (heatmap query)"]
+    query = reads["Store.probe_grid (heatmap query)"]
     opened = reads["store.reader() open + close"]
     print(f"heatmap query goal < 50 ms: {'met' if query < 50 else 'NOT met'} "
           f"({query:.1f} ms with a new connection, {query - opened:.1f} ms without it, "

@@ -1,9 +1,9 @@
 """Streamlit helpers shared by the pages: the study in use, cached reads, figure export.
 
-Reads go through :func:`read`, which calls a :mod:`trustdyn.dashboard` function by name
-under ``st.cache_data`` keyed on the study file's stamp (mtime and size of the file and
-its WAL), so a study the pipeline is still writing refreshes on the next interaction
-while repeated views of a finished study never touch DuckDB twice.
+Reads go through :func:`read`, which calls a reader (a function or ``Store`` method taking
+the store first) under ``st.cache_data`` keyed on the study file's stamp (mtime and size of
+the file and its WAL): a study the pipeline is still writing refreshes on the next
+interaction, while repeated views of a finished study never touch DuckDB twice.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from trustdyn import dashboard
-from trustdyn.figures import ExportFormat, Scale, XAxis, export_config
+from trustdyn.dashboard import study, tables
+from trustdyn.dashboard.figures import ExportFormat, Scale, XAxis, export_config
 from trustdyn.store import Store, StoreError
 
 READ_TIMEOUT_S = 5.0
@@ -28,10 +28,13 @@ READ_TIMEOUT_S = 5.0
 
 X_LABELS = {"step": "training step", "tokens": "tokens seen"}
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 def study_path() -> Path:
     """Return the study file this server shows (``--db``, ``$TRUSTDYN_STUDY`` or default)."""
-    return dashboard.resolve_study_path()
+    return study.resolve_study_path()
 
 
 def store() -> Store:
@@ -40,15 +43,25 @@ def store() -> Store:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _cached(name: str, path: str, stamp: tuple[int, int, int], args: tuple[Any, ...]) -> Any:
-    """Run ``dashboard.<name>(Store(path), *args)``; ``stamp`` only keys the cache."""
-    return getattr(dashboard, name)(Store(path, timeout_s=READ_TIMEOUT_S), *args)
+def _cached(_reader: Callable[..., Any], key: str, path: str, stamp: tuple[int, int, int],
+            args: tuple[Any, ...]) -> Any:
+    """Run ``_reader(Store(path), *args)``; ``key`` names the reader, ``stamp`` the file's
+    state (Streamlit does not hash arguments whose name starts with an underscore)."""
+    return _reader(Store(path, timeout_s=READ_TIMEOUT_S), *args)
 
 
-def read(name: str, *args: Any) -> Any:
-    """Return the cached result of the :mod:`trustdyn.dashboard` reader ``name``."""
+def read(reader: Callable[Concatenate[Store, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Return the cached ``reader(store, *args)``: a table function or a ``Store`` method.
+
+    Positional arguments only (they key the cache); ``kwargs`` exists for the type checker
+    and must be empty.
+    """
+    if kwargs:
+        raise TypeError(f"read() passes positional arguments only, got {sorted(kwargs)}")
     path = study_path()
-    return _cached(name, str(path), dashboard.file_stamp(path), tuple(args))
+    key = f"{reader.__module__}.{reader.__qualname__}"
+    result: R = _cached(reader, key, str(path), study.file_stamp(path), tuple(args))
+    return result
 
 
 @contextlib.contextmanager
@@ -93,12 +106,12 @@ def run_page(body: Callable[[], None]) -> None:
 # --------------------------------------------------------------------------- sidebar
 
 
-def study_status() -> dashboard.StudyStatus:
+def study_status() -> study.StudyStatus:
     """Return the study file's state (call once per run: a locked file costs a timeout)."""
-    return dashboard.study_status(store())
+    return study.study_status(store())
 
 
-def sidebar(status: dashboard.StudyStatus) -> str | None:
+def sidebar(status: study.StudyStatus) -> str | None:
     """Draw the shared sidebar (study file, suite selector, export format).
 
     Returns:
@@ -107,7 +120,7 @@ def sidebar(status: dashboard.StudyStatus) -> str | None:
     st.sidebar.caption(f"Study file: `{status.path}`")
     if status.state != "ready":
         return None
-    suites: pd.DataFrame = read("suites")
+    suites = read(tables.suites)
     names = list(suites["suite"])
     _restore("suite", names)
     suite = st.sidebar.selectbox("Suite", names, key="suite", on_change=_remember,
@@ -155,7 +168,7 @@ def require_study() -> str:
     return suite
 
 
-def show_missing_study(status: dashboard.StudyStatus, *, with_button: bool) -> None:
+def show_missing_study(status: study.StudyStatus, *, with_button: bool) -> None:
     """Explain that there is no readable study yet and how to build one."""
     path = status.path
     if status.state == "busy":
@@ -167,8 +180,8 @@ def show_missing_study(status: dashboard.StudyStatus, *, with_button: bool) -> N
         st.info(status.message, icon=":material/info:")
     st.markdown("Build the default study (pre-trains the built-in model, then runs probes, "
                 "information estimates and steering; resumable) with:")
-    st.code(dashboard.shell_command(path), language="bash")
-    st.markdown(f"or point the dashboard at another file with `{dashboard.STUDY_ENV}=path` "
+    st.code(study.shell_command(path), language="bash")
+    st.markdown(f"or point the dashboard at another file with `{study.STUDY_ENV}=path` "
                 "or `streamlit run app.py -- --db path`.")
     if not with_button:
         st.page_link("pages/overview.py", label="Start the build from the Overview page",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import _common as common
-from trustdyn import dashboard, figures
+from trustdyn.dashboard import figures, tables
+from trustdyn.store import Store
 
 ESTIMATOR_LABELS = {
     "renyi": "matrix Rényi entropy (bits)",
@@ -20,8 +21,8 @@ ITY_LABELS = {
 @common.fragment
 def plane_view(suite: str, dataset: str) -> None:
     """The information plane and both quantities against training."""
-    info = common.read("info_frame", suite, dataset)
-    estimators = dashboard.info_estimators(info)
+    info = common.read(Store.info_grid, suite, dataset)
+    estimators = tables.info_estimators(info)
     if not estimators:
         st.info("No information estimates for this dataset yet.")
         return
@@ -30,12 +31,12 @@ def plane_view(suite: str, dataset: str) -> None:
                            format_func=lambda e: ESTIMATOR_LABELS.get(e, e))
     ity_source = right.radio("I(T;Y) from", list(ITY_LABELS), horizontal=True,
                              key="info_ity", format_func=ITY_LABELS.__getitem__)
-    probes = common.read("probe_grid", suite, dataset)
-    plane = dashboard.info_plane(info, probes, estimator,
+    probes = common.read(Store.probe_grid, suite, dataset)
+    plane = tables.info_plane(info, probes, estimator,
                                  "usable" if ity_source == "usable" else "estimator")
-    layers = dashboard.layers_of(plane)
+    layers = tables.layers_of(plane)
     chosen = st.multiselect("Layers", layers, default=layers, key="info_layers")
-    turns = common.read("turn_points", suite, dataset, estimator)
+    turns = common.read(tables.turn_points, suite, dataset, estimator)
     if estimator == "nhsic":
         st.caption("nHSIC is a normalised dependence score between 0 and the number of "
                    "shared kernel directions; it is not a mutual information in bits.")
@@ -64,12 +65,12 @@ def main() -> None:
     """Draw the Information plane page."""
     st.title("Information plane")
     suite = common.require_study()
-    datasets = common.read("datasets_with", suite, "info")
+    datasets = common.read(Store.datasets_with, suite, "info")
     if not datasets:
         st.info("No information estimates yet: the info stage has not finished a unit. "
                 "This page fills in as the pipeline runs.", icon=":material/hourglass_top:")
         return
-    cards = common.read("dataset_cards")
+    cards = common.read(tables.dataset_cards)
     dataset = st.selectbox("Dataset", datasets, key="info_dataset",
                            format_func=common.dataset_label(cards))
     plane_view(suite, dataset)

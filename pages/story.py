@@ -1,6 +1,6 @@
 """The story: a guided walk through the paper's three findings on the loaded study.
 
-Every sentence here is computed from the study file (``dashboard.story``); when the data
+Every sentence here is computed from the study file (``findings.story``); when the data
 does not show a finding, the page says so.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pages import _common as common
-from trustdyn import dashboard, figures
+from trustdyn import findings
+from trustdyn.dashboard import figures, tables
+from trustdyn.store import Store
 
 VERDICT_ICONS = {
     "supported": ":material/check_circle:",
@@ -19,7 +21,7 @@ VERDICT_ICONS = {
 }
 
 
-def verdict(finding: dashboard.Finding) -> None:
+def verdict(finding: findings.Finding) -> None:
     """Show a finding's heading, its verdict and its computed text."""
     st.header(finding.title)
     text = f"**In this study: {finding.verdict}.** {finding.text}"
@@ -34,7 +36,7 @@ def verdict(finding: dashboard.Finding) -> None:
             st.dataframe(finding.details, hide_index=True)
 
 
-def probes_chapter(suite: str, finding: dashboard.Finding) -> None:
+def probes_chapter(suite: str, finding: findings.Finding) -> None:
     """Finding 1 with the heatmap and curves of one dataset."""
     st.markdown("A **linear probe** is a logistic regression that reads a concept (true vs "
                 "false, toxic vs benign, …) from one layer's activations. If even this "
@@ -45,7 +47,7 @@ def probes_chapter(suite: str, finding: dashboard.Finding) -> None:
         return
     details = finding.details.sort_values("first_separable", na_position="last")
     dataset = st.selectbox("Look at a dataset", list(details["dataset"]), key="story_probe_ds")
-    grid = common.read("probe_grid", suite, dataset)
+    grid = common.read(Store.probe_grid, suite, dataset)
     best = int(details.loc[details["dataset"] == dataset, "final_best_layer"].iloc[0])
     left, right = st.columns(2)
     with left:
@@ -58,7 +60,7 @@ def probes_chapter(suite: str, finding: dashboard.Finding) -> None:
                       key="story_curve")
 
 
-def information_chapter(suite: str, finding: dashboard.Finding) -> None:
+def information_chapter(suite: str, finding: findings.Finding) -> None:
     """Finding 2 with the information plane of one dataset."""
     st.markdown("Mutual information between a layer's representation T and the input X, "
                 "and between T and the label Y, traces what a layer keeps. The paper sees "
@@ -70,18 +72,18 @@ def information_chapter(suite: str, finding: dashboard.Finding) -> None:
         return
     dataset = st.selectbox("Look at a dataset", sorted(finding.details["dataset"].unique()),
                            key="story_info_ds")
-    info = common.read("info_frame", suite, dataset)
-    estimators = dashboard.info_estimators(info)
+    info = common.read(Store.info_grid, suite, dataset)
+    estimators = tables.info_estimators(info)
     if not estimators:
         return
-    plane = dashboard.info_plane(info, common.read("probe_grid", suite, dataset),
+    plane = tables.info_plane(info, common.read(Store.probe_grid, suite, dataset),
                                  estimators[0])
-    turns = common.read("turn_points", suite, dataset, estimators[0])
+    turns = common.read(tables.turn_points, suite, dataset, estimators[0])
     common.figure(figures.info_plane_figure(plane, turns, estimator=estimators[0]), plane,
                   f"{suite}-{dataset}-story-plane", key="story_plane")
 
 
-def steering_chapter(suite: str, finding: dashboard.Finding) -> None:
+def steering_chapter(suite: str, finding: findings.Finding) -> None:
     """Finding 3 with the probe-accuracy/gain scatter of one dataset."""
     st.markdown("A **steering vector** is the difference between the mean activations of "
                 "the two classes at a layer. Added to the chat model's residual stream, it "
@@ -94,10 +96,10 @@ def steering_chapter(suite: str, finding: dashboard.Finding) -> None:
     row = st.selectbox("Look at a dataset", list(finding.details["dataset"]),
                        key="story_steer_ds")
     target = str(finding.details.loc[finding.details["dataset"] == row, "target"].iloc[0])
-    evals = common.read("steering_evals", suite)
-    pairs, corr = dashboard.gain_vs_probe(evals, common.read("probe_grid", suite, row),
+    evals = common.read(Store.steering_eval_table, suite)
+    pairs, corr = findings.gain_vs_probe(evals, common.read(Store.probe_grid, suite, row),
                                           target, row)
-    metric = dashboard.primary_metric(evals, row) or "the primary metric"
+    metric = tables.primary_metric(evals, row) or "the primary metric"
     common.figure(figures.gain_scatter(pairs, corr, metric=metric), pairs,
                   f"{suite}-{row}-story-gain", key="story_gain")
 
@@ -110,17 +112,17 @@ def main() -> None:
                 "Dynamics*, checked on the study loaded here. Verdicts and numbers are "
                 "computed from this file; a small or unfinished study may not show what "
                 "the paper shows, and this page then says so.")
-    suites = common.read("suites")
+    suites = common.read(tables.suites)
     if bool(suites.loc[suites["suite"] == suite, "synthetic"].iloc[0]):
         st.warning("This is a SYNTHETIC study: its numbers were made up to exercise the "
                    "dashboard, so the verdicts below say nothing about real models.",
                    icon=":material/science:")
-    findings = common.read("story", suite)
-    probes_chapter(suite, findings[0])
+    story = common.read(findings.story, suite)
+    probes_chapter(suite, story[0])
     st.divider()
-    information_chapter(suite, findings[1])
+    information_chapter(suite, story[1])
     st.divider()
-    steering_chapter(suite, findings[2])
+    steering_chapter(suite, story[2])
 
 
 common.run_page(main)

@@ -1,6 +1,7 @@
-"""Command line of the pipeline: ``python -m precompute {pretrain,run,status,merge}``.
+"""Command line of the pipeline: ``python -m precompute {pretrain,study,run,status,merge}``.
 
 Examples:
+    python -m precompute study --preset default
     python -m precompute pretrain --preset default
     python -m precompute run --suite builtin --preset default
     python -m precompute run --suite amber --every 10 --shard 0/8 --db amber-0.duckdb

@@ -1,4 +1,4 @@
-"""The ``run``, ``status`` and ``merge`` subcommands."""
+"""The ``study``, ``run``, ``status`` and ``merge`` subcommands."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from precompute.pipeline import Shard, merge_studies, missing_units, run_study, summarise_probes
+from precompute.pipeline import Shard, merge_studies, missing_units, run_study
 from precompute.study import StudyConfig, study_config
+from trustdyn.findings import summarise_probes
 from trustdyn.paths import default_study_path
 from trustdyn.store import Store
 from trustdyn.suites import Suite, get_suite
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``run``, ``status`` and ``merge`` on the CLI."""
+    """Register ``run``, ``status``, ``study`` and ``merge`` on the CLI."""
     run = sub.add_parser("run", help="run every unfinished unit of a study (resumable)")
     _suite_args(run)
     run.add_argument("--shard", default="0/1",

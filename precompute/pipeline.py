@@ -27,28 +27,17 @@ from precompute.stages import (
     info_rows,
     prepare_dataset,
     probe_rows,
-    turn_rows,
     vector_rows,
 )
 from precompute.study import StudyConfig
+from precompute.suite_stages import SuiteStage, run_suite_stages
 from trustdyn.activations import extract_activations
 from trustdyn.blocks import n_blocks
-from trustdyn.store import Store, Unit
+from trustdyn.store import Store, Unit, study_units
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, SuiteError, load_checkpoint
 from trustdyn.suites.loading import weight_hash
 
 log = logging.getLogger(__name__)
-
-SuiteStage = Callable[[Suite, Store, StudyConfig, bool], int]
-"""A suite-level stage: runs once all checkpoints are done; returns units written."""
-
-
-def default_suite_stages() -> tuple[SuiteStage, ...]:
-    """Return the suite-level stages every unsharded run ends with."""
-    from precompute.evaluate_stage import run_steering_stage
-
-    return (run_turn_stage, run_steering_stage)
-
 
 @dataclass(frozen=True)
 class Shard:
@@ -160,7 +149,7 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
             log.error("Skipping checkpoint %s: %s", job.ref.name, exc)
             report.fail(job.ref.name, str(exc))
     if shard.count == 1:
-        run_suite_stages(suite, store, config, report, progress, suite_stages)
+        report.written += run_suite_stages(suite, store, config, progress, suite_stages)
     return report
 
 
@@ -201,16 +190,14 @@ def plan_study(suite: Suite, store: Store, config: StudyConfig,
     """
     datasets = [prepare_dataset(name, config) for name in config.datasets]
     register_study(store, suite, config, datasets)
-    done = store.finished_units(suite.name)
+    by_name = dict(zip(config.datasets, datasets, strict=True))
+    missing = missing_units(suite, store, config)
     report = RunReport()
     plan = []
     for i, ref in enumerate(suite.all_refs()):
         if not shard.owns(i):
             continue
-        todo = tuple(
-            (d, stage) for d in datasets for stage in config.stages
-            if Unit(suite.name, ref.name, d.dataset.name, stage).key() not in done
-        )
+        todo = tuple((by_name[u.dataset], u.stage) for u in missing if u.checkpoint == ref.name)
         report.skipped += len(datasets) * len(config.stages) - len(todo)
         if todo:
             plan.append(CheckpointJob(suite, ref, todo))
@@ -282,13 +269,6 @@ def write_results(store: Store, suite: str, ref: CheckpointRef,
 
 
 
-def run_suite_stages(suite: Suite, store: Store, config: StudyConfig, report: RunReport,
-                     progress: bool, stages: Sequence[SuiteStage] | None = None) -> None:
-    """Run the suite-level stages (``None`` = turn detection and steering evaluation)."""
-    for stage in default_suite_stages() if stages is None else stages:
-        report.written += stage(suite, store, config, progress)
-
-
 _STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "probe": probe_rows,
     "info": info_rows,
@@ -296,36 +276,12 @@ _STAGES: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def run_turn_stage(suite: Suite, store: Store, config: StudyConfig, progress: bool) -> int:
-    """Detect fitting → compression turns per dataset once all its info units exist."""
-    if "info" not in config.stages:
-        return 0
-    done = store.finished_units(suite.name)
-    pretraining = [ref.name for ref in suite.checkpoints]
-    written = 0
-    for name in config.datasets:
-        unit = Unit(suite.name, "*", name, "turns")
-        complete = all((suite.name, c, name, "info") in done for c in pretraining)
-        if unit.key() in done or not complete:
-            continue
-        start = time.perf_counter()
-        frame = store.info_results(suite.name, name)
-        rows = turn_rows(suite.name, name, frame[~frame["is_chat"]], config)
-        store.write_unit(unit, {"info_turns": rows}, seconds=time.perf_counter() - start)
-        written += 1
-    return written
-
-
 def missing_units(suite: Suite, store: Store, config: StudyConfig) -> list[Unit]:
-    """Return the per-checkpoint units of the study that are not finished yet."""
+    """Return the per-checkpoint units of the study that are not finished yet, in order."""
     done = store.finished_units(suite.name)
-    return [
-        Unit(suite.name, ref.name, name, stage)
-        for ref in suite.all_refs()
-        for name in config.datasets
-        for stage in config.stages
-        if (suite.name, ref.name, name, stage) not in done
-    ]
+    expected = study_units(suite.name, [ref.name for ref in suite.all_refs()],
+                           config.datasets, config.stages, chat_checkpoint=None)
+    return [u for u in expected if u.stage in config.stages and u.key() not in done]
 
 
 def merge_studies(target: Path, shards: Sequence[Path]) -> dict[str, int]:
@@ -334,27 +290,3 @@ def merge_studies(target: Path, shards: Sequence[Path]) -> dict[str, int]:
     if missing:
         raise FileNotFoundError(f"Shard files not found: {', '.join(missing)}")
     return Store(target).merge_from([Path(p) for p in shards])
-
-
-def summarise_probes(store: Store, suite: str) -> pd.DataFrame:
-    """Return the README's headline table: per dataset, the story's probe finding.
-
-    From which step every later checkpoint separates the dataset (best layer ≥ 5 points
-    over its shuffled-label control, interval above it), the share of checkpoints that
-    separate it, and the best layer at the last pre-training checkpoint with its control.
-    """
-    from trustdyn.dashboard import all_probes, probe_finding
-
-    details = probe_finding(all_probes(store, suite)).details
-    if details.empty:
-        return details
-    return pd.DataFrame({
-        "dataset": details["dataset"],
-        "separable_from_step": details["first_separable"].astype("Int64"),
-        "checkpoints_separating": details["share_separating"].map("{:.0%}".format),
-        "best_layer": details["final_best_layer"],
-        "accuracy": details["final_accuracy"].round(3),
-        "ci": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(
-            details["final_accuracy_lo"], details["final_accuracy_hi"], strict=True)],
-        "control": details["final_control"].round(3),
-    })

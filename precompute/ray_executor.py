@@ -27,14 +27,13 @@ from precompute.pipeline import (
     CheckpointFacts,
     CheckpointJob,
     RunReport,
-    SuiteStage,
     UnitResult,
     compute_checkpoint,
     plan_study,
-    run_suite_stages,
     write_results,
 )
 from precompute.study import StudyConfig
+from precompute.suite_stages import SuiteStage, run_suite_stages
 from trustdyn.paths import REPO_ROOT
 from trustdyn.store import Store
 from trustdyn.suites import Suite, SuiteError
@@ -133,7 +132,7 @@ def run_study_ray(suite: Suite, store: Store, config: StudyConfig, *,
             for job in itertools.islice(waiting, 1):  # keep max_in_flight tasks submitted
                 pending[task.remote(job, config_ref, compute)] = job
         bar.close()
-    run_suite_stages(suite, store, config, report, progress, suite_stages)
+    report.written += run_suite_stages(suite, store, config, progress, suite_stages)
     return report
 
 

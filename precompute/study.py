@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustdyn.datasets import BUILTIN_DATASETS
-
-PER_CHECKPOINT_STAGES: tuple[str, ...] = ("probe", "info", "vectors")
-"""Stages run for every (checkpoint, dataset): each is its own unit of work."""
+from trustdyn.store import PER_CHECKPOINT_STAGES
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class StudyConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         dtype: Model dtype for loading checkpoints.
         steer_eval: Grid of the suite-level steering evaluation (``smoke``, ``reduced`` or
-            ``full``, see :mod:`trustdyn.evaluation_config`); ``None`` skips it.
+            ``full``, see :mod:`trustdyn.evaluation.config`); ``None`` skips it.
     """
 
     datasets: tuple[str, ...] = BUILTIN_DATASETS

@@ -42,10 +42,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trustdyn.stats import CI_LEVEL
+
 ESTIMATOR = "logistic_regression"
 SOLVER = "lbfgs-batched-torch"
 STANDARDISATION = "train-split mean and std (ddof=0); constant features scaled by 1"
-CI_LEVEL = 0.95
 _LBFGS_MEMORY = 10  # correction pairs kept, as scipy's L-BFGS-B default (maxcor=10)
 _ARMIJO_C1 = 1e-4
 _MAX_BACKTRACKS = 30

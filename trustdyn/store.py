@@ -33,6 +33,32 @@ from trustdyn.provenance import code_version
 
 SCHEMA_VERSION = 1
 
+# ---------------------------------------------------------------- the study file's vocabulary
+
+PER_CHECKPOINT_STAGES: tuple[str, ...] = ("probe", "info", "vectors")
+"""Stages run once per (checkpoint, dataset), each its own unit; the pipeline's default."""
+TURNS_STAGE = "turns"
+"""Suite-level stage, one unit per dataset (checkpoint ``"*"``), after every ``info`` unit."""
+STEERING_STAGE = "steer_eval"
+"""Suite-level stage, one unit per dataset on the chat checkpoint, after every ``vectors``
+unit; only for suites with a chat model."""
+ALL_CHECKPOINTS = "*"
+"""The ``checkpoint`` of a unit that spans the whole suite (turn detection)."""
+
+BASELINE_SOURCE = "none"
+"""``steering_evals.vector_source`` of the unsteered model."""
+RANDOM_SOURCE = "random"
+"""``steering_evals.vector_source`` of the random-direction control."""
+CORRELATION_SOURCE = "pretraining checkpoints"
+"""``steering_evals.vector_source`` of the probe-accuracy ↔ gain correlation row."""
+JUDGE_SOURCE = "judge"
+"""``steering_evals.vector_source`` of the toxicity judge's validation row."""
+NO_LAYER = -1
+"""``layer`` of rows that belong to no layer (baseline, correlation, judge)."""
+DEFAULT_PPL_GUARD = 1.33
+"""Largest steered/unsteered perplexity ratio a steering setting may reach (the paper kept
+perplexity within about a third above the unsteered model's)."""
+
 _TABLES: dict[str, str] = {
     "meta": """
         key VARCHAR PRIMARY KEY,
@@ -235,6 +261,47 @@ class Unit:
         return (self.suite, self.checkpoint, self.dataset, self.stage)
 
 
+def study_units(suite: str, checkpoints: Sequence[str], datasets: Sequence[str],
+                stages: Sequence[str], chat_checkpoint: str | None) -> list[Unit]:
+    """Return every unit a study expects, in the order the pipeline runs them.
+
+    Args:
+        suite: The suite's name.
+        checkpoints: All its checkpoints in training order (the chat model included).
+        datasets: The study's datasets.
+        stages: Its per-checkpoint stages (a subset of :data:`PER_CHECKPOINT_STAGES`).
+        chat_checkpoint: The chat model, the target of the steering evaluation, if any.
+
+    Returns:
+        The per-checkpoint units (checkpoint by checkpoint), then one turn-detection unit
+        per dataset when ``info`` runs, then one steering-evaluation unit per dataset
+        when ``vectors`` runs and the suite has a chat model.
+
+    """
+    units = [Unit(suite, c, d, s) for c in checkpoints for d in datasets for s in stages]
+    if "info" in stages:
+        units += [Unit(suite, ALL_CHECKPOINTS, d, TURNS_STAGE) for d in datasets]
+    if "vectors" in stages and chat_checkpoint is not None:
+        units += [Unit(suite, chat_checkpoint, d, STEERING_STAGE) for d in datasets]
+    return units
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """Parse a JSON column value (``params``, ``config``, ``card``, ``extra``) into a dict.
+
+    NULL, malformed JSON and non-objects give an empty dict.
+    """
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str) or not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     return any(marker in str(exc) for marker in _LOCK_MARKERS)
 
@@ -431,20 +498,31 @@ class Store:
         Rows already stored under the same keys are replaced, so rerunning a unit (for
         example after a schema-compatible code change) never duplicates rows.
         """
+        self.write_units([unit], tables, seconds=seconds)
+
+    def write_units(self, units: Sequence[Unit],
+                    tables: Mapping[str, pd.DataFrame | Sequence[Mapping[str, Any]]],
+                    *, seconds: float) -> None:
+        """Write the rows of several units and mark them all finished, in one transaction.
+
+        The bulk form of :meth:`write_unit` (a synthetic 360-checkpoint study has thousands
+        of units); ``seconds`` is spread evenly over the units.
+        """
         unknown = set(tables) - set(RESULT_TABLES)
         if unknown:
             raise ValueError(f"Units cannot write tables {sorted(unknown)}")
         frames = {name: _frame(rows) for name, rows in tables.items()}
+        finished = pd.DataFrame([unit.key() for unit in units],
+                                columns=["suite", "checkpoint", "dataset", "stage"])
+        finished["finished_at"] = _now()
+        finished["seconds"] = seconds / max(len(units), 1)
+        finished["code_version"] = code_version()
         with self.writer() as con:
             con.execute("BEGIN")
             try:
-                for name, frame in frames.items():
+                for name, frame in {**frames, "units": finished}.items():
                     if len(frame):
                         self._upsert(con, name, frame)
-                con.execute(
-                    "INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [*unit.key(), _now(), seconds, code_version()],
-                )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -544,6 +622,13 @@ class Store:
             "SELECT * FROM units WHERE suite = ? ORDER BY stage, checkpoint, dataset", [suite]
         )
 
+    def datasets_with(self, suite: str, stage: str) -> list[str]:
+        """Return the datasets with at least one finished ``stage`` unit, in dimension order."""
+        units = self.units(suite)
+        done = set(units.loc[units["stage"] == stage, "dataset"])
+        order = list(self.datasets()["dataset"])
+        return [d for d in order if d in done] + sorted(done - set(order))
+
     def probe_results(self, suite: str, dataset: str | None = None) -> pd.DataFrame:
         """Return probe metrics joined with checkpoint step/tokens, ordered by step, layer."""
         return self._with_steps("probe_results", suite, dataset)
@@ -567,9 +652,13 @@ class Store:
     def probe_grid(self, suite: str, dataset: str) -> pd.DataFrame:
         """Return one dataset's probe metrics, narrow (no JSON), with checkpoint positions.
 
-        The dashboard's heatmap query, ordered by checkpoint then layer.
+        The dashboard's heatmap query, ordered by checkpoint then layer: probe metric
+        columns plus ``step``, ``tokens``, ``ordinal``, ``is_chat`` and
+        ``accuracy_minus_control``.
         """
-        return self._with_steps("probe_results", suite, dataset, _PROBE_GRID_COLUMNS)
+        frame = self._with_steps("probe_results", suite, dataset, _PROBE_GRID_COLUMNS)
+        frame["accuracy_minus_control"] = frame["accuracy"] - frame["control_accuracy"]
+        return frame
 
     def info_grid(self, suite: str, dataset: str) -> pd.DataFrame:
         """Return one dataset's information estimates, narrow, with checkpoint positions."""
@@ -582,10 +671,11 @@ class Store:
     def steering_eval_table(self, suite: str) -> pd.DataFrame:
         """Return steering evaluation rows with the params fields the pages need as columns.
 
-        ``higher_is_better``, ``role``, ``guard`` (the perplexity guard), ``guard_passed``
-        and ``of`` (the metric a ``gain`` row is computed on) are read from the JSON params.
+        ``higher_is_better`` (bool or None), ``role``, ``guard`` (the perplexity guard),
+        ``guard_passed`` and ``of`` (the metric a ``gain`` row is computed on) are read from
+        the JSON params.
         """
-        return self.query(
+        frame = self.query(
             "SELECT target, vector_source, dataset, metric, split, layer, alpha, "
             "steer_direction, value, ci_lo, ci_hi, n, "
             "TRY_CAST(params->>'higher_is_better' AS BOOLEAN) AS higher_is_better, "
@@ -598,6 +688,9 @@ class Store:
             "ORDER BY target, dataset, metric, split, vector_source, layer, alpha",
             [suite],
         )
+        frame["higher_is_better"] = frame["higher_is_better"].astype(object).where(
+            frame["higher_is_better"].notna(), None)
+        return frame
 
     def chat_checkpoints(self) -> pd.DataFrame:
         """Return ``suite``, ``checkpoint``, ``source`` of every suite's chat model."""

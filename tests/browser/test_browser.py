@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import build_model, build_tokenizer
 from trustdyn.paths import REPO_ROOT
-from trustdyn.synthetic import write_synthetic_study
+from trustdyn.testing.synthetic import write_synthetic_study
 
 pytestmark = pytest.mark.browser
 

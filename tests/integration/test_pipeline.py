@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from precompute.pipeline import Shard, merge_studies, missing_units, run_study
-from tests.integration.compare import assert_same_rows, assert_same_study
 from trustdyn.paths import REPO_ROOT
 from trustdyn.store import Store
 from trustdyn.suites import Suite
+from trustdyn.testing.compare import assert_same_rows, assert_same_study
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from precompute.pipeline import (
     missing_units,
 )
 from precompute.study import StudyConfig
-from tests.integration.compare import assert_same_study
 from trustdyn.store import Store
 from trustdyn.suites import Suite
+from trustdyn.testing.compare import assert_same_study
 
 ray = pytest.importorskip("ray")
 

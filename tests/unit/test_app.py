@@ -1,5 +1,5 @@
-"""The dashboard: data shaping (trustdyn.dashboard), the synthetic study, and every page
-through ``streamlit.testing.v1.AppTest`` against small synthetic studies."""
+"""The dashboard: data shaping (trustdyn.dashboard, trustdyn.findings), the synthetic study,
+and every page through ``streamlit.testing.v1.AppTest`` against small synthetic studies."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import build_model, build_tokenizer
-from trustdyn import dashboard
+from trustdyn import findings, stats
+from trustdyn.dashboard import lab, study, tables
 from trustdyn.paths import REPO_ROOT
-from trustdyn.store import Store
-from trustdyn.synthetic import BUILTIN, write_synthetic_study
+from trustdyn.store import BASELINE_SOURCE, RANDOM_SOURCE, Store
+from trustdyn.testing.synthetic import BUILTIN, write_synthetic_study
 
 APP = REPO_ROOT / "app.py"
 PAGES = ("pages/probes.py", "pages/information.py", "pages/steering_results.py",
@@ -53,10 +54,10 @@ def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, study_file: Path,
             tiny_chat: Path) -> Path:
     """Point the app at the synthetic study and the tiny chat model; no SmolLM2."""
-    monkeypatch.setenv(dashboard.STUDY_ENV, str(study_file))
+    monkeypatch.setenv(study.STUDY_ENV, str(study_file))
     monkeypatch.setenv("TRUSTDYN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv(dashboard.CHAT_MODELS_ENV, f"tiny={tiny_chat}")
-    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: False)
+    monkeypatch.setenv(lab.CHAT_MODELS_ENV, f"tiny={tiny_chat}")
+    monkeypatch.setattr(lab, "_smollm2_installed", lambda: False)
     return study_file
 
 
@@ -91,10 +92,10 @@ def texts(at: AppTest, kind: str) -> str:
 
 def test_synthetic_study_is_labelled_and_plausible(study_file: Path) -> None:
     store = Store(study_file)
-    suites = dashboard.suites(store)
+    suites = tables.suites(store)
     assert suites["synthetic"].all()
     assert suites["description"].iloc[0].startswith("SYNTHETIC")
-    probes = dashboard.probe_grid(store, "synthetic", "truthfulqa")
+    probes = store.probe_grid("synthetic", "truthfulqa")
     pre = probes[~probes["is_chat"]]
     first, last = pre["ordinal"].min(), pre["ordinal"].max()
     # Accuracy rises with training, and the best final layer is not the first one.
@@ -102,7 +103,7 @@ def test_synthetic_study_is_labelled_and_plausible(study_file: Path) -> None:
         pre[pre["ordinal"] == first]["accuracy"].mean() + 0.1
     final = pre[pre["ordinal"] == last]
     assert int(final.loc[final["accuracy"].idxmax(), "layer"]) > 0
-    assert set(dashboard.unit_progress(store, "synthetic")["missing"].dropna()) == {0}
+    assert set(tables.unit_progress(store, "synthetic")["missing"].dropna()) == {0}
 
 
 def test_synthetic_study_is_deterministic(tmp_path: Path) -> None:
@@ -128,93 +129,93 @@ def test_synthetic_rejects_degenerate_sizes(tmp_path: Path) -> None:
 
 
 def test_resolve_study_path_precedence(tmp_path: Path) -> None:
-    env = {dashboard.STUDY_ENV: str(tmp_path / "env.duckdb")}
-    assert dashboard.resolve_study_path(["--db", str(tmp_path / "arg.duckdb")], env) == \
+    env = {study.STUDY_ENV: str(tmp_path / "env.duckdb")}
+    assert study.resolve_study_path(["--db", str(tmp_path / "arg.duckdb")], env) == \
         tmp_path / "arg.duckdb"
-    assert dashboard.resolve_study_path([], env) == tmp_path / "env.duckdb"
-    assert dashboard.resolve_study_path([], {}).name == "study.duckdb"
+    assert study.resolve_study_path([], env) == tmp_path / "env.duckdb"
+    assert study.resolve_study_path([], {}).name == "study.duckdb"
 
 
 def test_study_status_states(tmp_path: Path, study_file: Path) -> None:
-    assert dashboard.study_status(Store(tmp_path / "none.duckdb")).state == "missing"
+    assert study.study_status(Store(tmp_path / "none.duckdb")).state == "missing"
     (tmp_path / "empty.duckdb").write_bytes(b"")
-    invalid = dashboard.study_status(Store(tmp_path / "empty.duckdb", timeout_s=1))
+    invalid = study.study_status(Store(tmp_path / "empty.duckdb", timeout_s=1))
     assert invalid.state == "invalid" and invalid.message
-    assert dashboard.study_status(Store(study_file)).state == "ready"
+    assert study.study_status(Store(study_file)).state == "ready"
 
 
 def test_file_stamp_changes_when_the_study_is_written(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    assert dashboard.file_stamp(path) == (0, 0, 0)
+    assert study.file_stamp(path) == (0, 0, 0)
     write_synthetic_study(path, n_checkpoints=3, n_layers=2, stages=("probe",))
-    before = dashboard.file_stamp(path)
+    before = study.file_stamp(path)
     write_synthetic_study(path, n_checkpoints=3, n_layers=2, stages=("probe", "info"))
-    assert dashboard.file_stamp(path) != before
+    assert study.file_stamp(path) != before
 
 
 def test_unit_progress_of_a_partial_study(tmp_path: Path) -> None:
     store = write_synthetic_study(tmp_path / "p.duckdb", n_checkpoints=3, n_layers=2,
                                   stages=("probe",))
-    progress = dashboard.unit_progress(store, "synthetic").set_index("stage")
+    progress = tables.unit_progress(store, "synthetic").set_index("stage")
     n_units = 4 * len(BUILTIN)  # 3 checkpoints + chat, per dataset
     assert progress.loc["probe", "done"] == n_units
     assert progress.loc["info", "missing"] == n_units
     assert progress.loc["turns", "expected"] == len(BUILTIN)
     assert progress.loc["steer_eval", "missing"] == len(BUILTIN)  # the suite has a chat model
-    assert dashboard.build_progress(store) == (n_units, 3 * n_units + 2 * len(BUILTIN))
+    assert study.build_progress(store) == (n_units, 3 * n_units + 2 * len(BUILTIN))
 
 
 def test_build_command_names_the_file_only_when_not_default(tmp_path: Path) -> None:
-    custom = dashboard.build_command(tmp_path / "x.duckdb")
-    assert custom[1:6] == ["-m", "precompute", "run", "--preset", "default"]
+    custom = study.build_command(tmp_path / "x.duckdb")
+    assert custom[1:6] == ["-m", "precompute", "study", "--preset", "default"]
     assert custom[-2:] == ["--db", str(tmp_path / "x.duckdb")]
-    assert dashboard.shell_command(dashboard.default_study_path()) == \
-        "python -m precompute run --preset default"
+    assert study.shell_command(study.default_study_path()) == \
+        "python -m precompute study --preset default"
 
 
 def test_best_layer_and_cosines(study_file: Path) -> None:
     store = Store(study_file)
-    grid = dashboard.probe_grid(store, "synthetic", "toxigen")
-    best = dashboard.best_layer_per_checkpoint(grid)
+    grid = store.probe_grid("synthetic", "toxigen")
+    best = findings.best_layer_per_checkpoint(grid)
     for row in best.itertuples():
         rows = grid[grid["checkpoint"] == row.checkpoint]
         assert row.accuracy == rows["accuracy"].max()
-    cos = dashboard.direction_cosines(store, "synthetic", "toxigen", 1)
+    cos = tables.direction_cosines(store, "synthetic", "toxigen", 1)
     assert np.allclose(np.diag(cos.to_numpy()), 1.0)
     assert np.allclose(cos.to_numpy(), cos.to_numpy().T)
-    vec = dashboard.probe_vector_cosines(store, "synthetic", "toxigen", 1)
+    vec = tables.probe_vector_cosines(store, "synthetic", "toxigen", 1)
     assert vec[["own_vector", "chat_vector", "final_probe"]].abs().le(1 + 1e-6).all().all()
     assert vec["final_probe"].iloc[-2] == pytest.approx(1.0)  # last pre-training checkpoint
 
 
 def test_info_plane_pairs_quantities(study_file: Path) -> None:
     store = Store(study_file)
-    info = dashboard.info_frame(store, "synthetic", "sst2")
-    probes = dashboard.probe_grid(store, "synthetic", "sst2")
-    plane = dashboard.info_plane(info, probes, "nhsic")
+    info = store.info_grid("synthetic", "sst2")
+    probes = store.probe_grid("synthetic", "sst2")
+    plane = tables.info_plane(info, probes, "nhsic")
     assert len(plane) == len(probes)
     assert set(plane["x_unit"]) == {"score"}
     row = plane.iloc[5]
     expected = info[(info["checkpoint"] == row["checkpoint"]) & (info["layer"] == row["layer"])
                     & (info["estimator"] == "nhsic") & (info["quantity"] == "I(T;Y)")]
     assert row["ity"] == expected["value"].iloc[0]
-    usable = dashboard.info_plane(info, probes, "renyi", "usable")
+    usable = tables.info_plane(info, probes, "renyi", "usable")
     assert usable["ity_null_mean"].isna().all() and set(usable["y_unit"]) == {"bits"}
 
 
 def test_steering_table_order_and_gain_pairs(study_file: Path) -> None:
     store = Store(study_file)
-    evals = dashboard.steering_evals(store, "synthetic")
-    ckpts = dashboard.checkpoints(store, "synthetic")
-    table = dashboard.steering_table(evals, ckpts, "chat", "truthfulqa")
+    evals = store.steering_eval_table("synthetic")
+    ckpts = store.checkpoints("synthetic")
+    table = tables.steering_table(evals, ckpts, "chat", "truthfulqa")
     sources = list(dict.fromkeys(table["source"]))
-    assert sources[0] == dashboard.BASELINE_SOURCE and sources[-1] == dashboard.RANDOM_SOURCE
+    assert sources[0] == BASELINE_SOURCE and sources[-1] == RANDOM_SOURCE
     assert sources[-2] == "chat"
     assert set(table["metric"]) >= {"mc1", "gain", "ppl_ratio"}
-    wide = dashboard.wide_table(table, "mc1")
+    wide = tables.wide_table(table, "mc1")
     assert list(wide.columns[:3]) == ["vector", "mc1", "gain"]
-    pairs, corr = dashboard.gain_vs_probe(evals, dashboard.probe_grid(
-        store, "synthetic", "truthfulqa"), "chat", "truthfulqa")
+    pairs, corr = findings.gain_vs_probe(evals, store.probe_grid("synthetic", "truthfulqa"),
+                                         "chat", "truthfulqa")
     assert len(pairs) == corr.n >= 3 and corr.lo <= corr.r <= corr.hi
     stored = evals[(evals["metric"] == "corr_probe_gain") & (evals["dataset"] == "truthfulqa")]
     assert corr.r == pytest.approx(stored["value"].iloc[0], abs=0.05)
@@ -223,23 +224,23 @@ def test_steering_table_order_and_gain_pairs(study_file: Path) -> None:
 def test_pearson_matches_numpy_and_handles_degenerate_input() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=30), rng.normal(size=30)
-    corr = dashboard.pearson(x, y)
+    corr = stats.pearson(x, y)
     assert corr.r == pytest.approx(np.corrcoef(x, y)[0, 1])
-    assert math.isnan(dashboard.pearson([1, 2], [3, 4]).r)
-    assert math.isnan(dashboard.pearson([1, 1, 1, 1], [1, 2, 3, 4]).r)
+    assert math.isnan(stats.pearson([1, 2], [3, 4]).r)
+    assert math.isnan(stats.pearson([1, 1, 1, 1], [1, 2, 3, 4]).r)
 
 
 def test_story_verdicts_follow_the_data(tmp_path: Path, study_file: Path) -> None:
-    findings = dashboard.story(Store(study_file), "synthetic")
-    assert [f.verdict for f in findings] == ["supported"] * 3
+    story = findings.story(Store(study_file), "synthetic")
+    assert [f.verdict for f in story] == ["supported"] * 3
     partial = write_synthetic_study(tmp_path / "p.duckdb", n_checkpoints=3, n_layers=2,
                                     stages=("probe",))
-    verdicts = [f.verdict for f in dashboard.story(partial, "synthetic")]
+    verdicts = [f.verdict for f in findings.story(partial, "synthetic")]
     assert verdicts[1:] == ["no data", "no data"]
     # A flat probe (never above its control) is reported as not supported.
-    grid = dashboard.probe_grid(Store(study_file), "synthetic", "sst2")
+    grid = Store(study_file).probe_grid("synthetic", "sst2")
     flat = grid.assign(accuracy=0.5, accuracy_lo=0.45, accuracy_hi=0.55, control_accuracy=0.5)
-    assert dashboard.probe_finding(flat).verdict == "not supported"
+    assert findings.probe_finding(flat).verdict == "not supported"
     # A success at initialisation that does not last does not make it "separable from 0";
     # separable from step s means every checkpoint from s on separates.
     steps = sorted(grid["step"].unique())
@@ -249,42 +250,42 @@ def test_story_verdicts_follow_the_data(tmp_path: Path, study_file: Path) -> Non
         return grid.assign(accuracy=np.where(hit, 0.9, 0.5), accuracy_lo=np.where(hit, 0.85, 0.45),
                            control_accuracy=0.5)
 
-    once = dashboard.probe_finding(separating_at([steps[0]]))
+    once = findings.probe_finding(separating_at([steps[0]]))
     assert once.details["first_separable"].isna().all() and once.verdict == "not supported"
     assert "not separable at the end" in once.text
-    late = dashboard.probe_finding(separating_at([steps[0], *steps[3:]]))
+    late = findings.probe_finding(separating_at([steps[0], *steps[3:]]))
     assert late.details["first_separable"].tolist() == [steps[3]]
     assert late.details["share_separating"].tolist() == [(len(steps) - 2) / len(steps)]
 
 
 def test_parse_chat_models() -> None:
-    assert dashboard.parse_chat_models("a=/x; b = /y ,") == [("a", Path("/x")), ("b", Path("/y"))]
-    with pytest.raises(dashboard.LabError, match="name=folder"):
-        dashboard.parse_chat_models("broken")
+    assert lab.parse_chat_models("a=/x; b = /y ,") == [("a", Path("/x")), ("b", Path("/y"))]
+    with pytest.raises(lab.LabError, match="name=folder"):
+        lab.parse_chat_models("broken")
 
 
 def test_validate_request_names_the_allowed_range() -> None:
-    dashboard.validate_request(4.0, 1, 3, 64)
-    with pytest.raises(dashboard.LabError, match="out of range"):
-        dashboard.validate_request(dashboard.ALPHA_MAX + 1, 1, 3, 64)
-    with pytest.raises(dashboard.LabError, match="out of range"):
-        dashboard.validate_request(float("nan"), 1, 3, 64)
-    with pytest.raises(dashboard.LabError, match="layers 0 to 2"):
-        dashboard.validate_request(1.0, 3, 3, 64)
-    with pytest.raises(dashboard.LabError, match="Reply length"):
-        dashboard.validate_request(1.0, 0, 3, 0)
+    lab.validate_request(4.0, 1, 3, 64)
+    with pytest.raises(lab.LabError, match="out of range"):
+        lab.validate_request(lab.ALPHA_MAX + 1, 1, 3, 64)
+    with pytest.raises(lab.LabError, match="out of range"):
+        lab.validate_request(float("nan"), 1, 3, 64)
+    with pytest.raises(lab.LabError, match="layers 0 to 2"):
+        lab.validate_request(1.0, 3, 3, 64)
+    with pytest.raises(lab.LabError, match="Reply length"):
+        lab.validate_request(1.0, 0, 3, 0)
 
 
 def test_vector_choices_keep_only_matching_widths(tmp_path: Path, study_file: Path) -> None:
     narrow = tmp_path / "narrow.duckdb"
     write_synthetic_study(narrow, n_checkpoints=3, n_layers=2, hidden_size=8, suite="narrow")
-    spec = dashboard.ChatModelSpec("m", "folder", "/x")
-    choices, n_other = dashboard.vector_choices(dashboard.vector_inventory(Store(narrow)),
+    spec = lab.ChatModelSpec("m", "folder", "/x")
+    choices, n_other = lab.vector_choices(Store(narrow).vector_inventory(),
                                                 spec, 32)
     assert choices == [] and n_other == 4
-    inventory = dashboard.vector_inventory(Store(study_file))
-    own = dashboard.ChatModelSpec("m", "folder", "/x", "synthetic", "chat")
-    choices, n_other = dashboard.vector_choices(inventory, own, 32)
+    inventory = Store(study_file).vector_inventory()
+    own = lab.ChatModelSpec("m", "folder", "/x", "synthetic", "chat")
+    choices, n_other = lab.vector_choices(inventory, own, 32)
     assert n_other == 0
     assert choices[0].kind == "own" and choices[-1].kind == "random"
     assert "chat" not in [c.checkpoint for c in choices if c.kind == "checkpoint"]
@@ -292,40 +293,40 @@ def test_vector_choices_keep_only_matching_widths(tmp_path: Path, study_file: Pa
 
 def test_lab_vector_and_incompatible_width(tmp_path: Path, study_file: Path) -> None:
     store = Store(study_file)
-    inventory = dashboard.vector_inventory(store)
-    spec = dashboard.ChatModelSpec("m", "folder", "/x")
-    choices, _ = dashboard.vector_choices(inventory, spec, 32)
-    vector = dashboard.lab_vector(store, choices[0], "toxigen", 1)
+    inventory = store.vector_inventory()
+    spec = lab.ChatModelSpec("m", "folder", "/x")
+    choices, _ = lab.vector_choices(inventory, spec, 32)
+    vector = lab.lab_vector(store, choices[0], "toxigen", 1)
     row = store.steering_vector("synthetic", choices[0].checkpoint, "toxigen", 1)
     assert row is not None
     assert np.allclose(vector.direction.numpy(), row["direction"] / np.linalg.norm(
         row["direction"]), atol=1e-5)
-    random = dashboard.lab_vector(store, choices[-1], "toxigen", 1)
+    random = lab.lab_vector(store, choices[-1], "toxigen", 1)
     assert random.scale == pytest.approx(vector.scale)
-    with pytest.raises(dashboard.LabError, match="no toxigen vector"):
-        dashboard.lab_vector(store, choices[0], "toxigen", 7)
+    with pytest.raises(lab.LabError, match="no toxigen vector"):
+        lab.lab_vector(store, choices[0], "toxigen", 7)
     tokenizer = build_tokenizer()
     wide_model = build_model("llama", len(tokenizer))
     narrow = write_synthetic_study(tmp_path / "n.duckdb", n_checkpoints=3, n_layers=2,
                                    hidden_size=8)
-    narrow_choice = dashboard.VectorChoice("n", "checkpoint", "synthetic", "chat", 8)
-    bad = dashboard.lab_vector(narrow, narrow_choice, "toxigen", 0)
-    with pytest.raises(dashboard.LabError, match="hidden size 8"):
-        dashboard.steered_stream(wide_model, tokenizer, [{"role": "user", "content": "hi"}],
+    narrow_choice = lab.VectorChoice("n", "checkpoint", "synthetic", "chat", 8)
+    bad = lab.lab_vector(narrow, narrow_choice, "toxigen", 0)
+    with pytest.raises(lab.LabError, match="hidden size 8"):
+        lab.steered_stream(wide_model, tokenizer, [{"role": "user", "content": "hi"}],
                                  vector=bad, alpha=2.0, toward_label=0, max_new_tokens=4)
 
 
 def test_chat_model_specs(tmp_path: Path, study_file: Path, tiny_chat: Path,
                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: False)
-    env = {dashboard.CHAT_MODELS_ENV: f"tiny={tiny_chat}"}
-    specs = dashboard.chat_model_specs(Store(study_file), env)
+    monkeypatch.setattr(lab, "_smollm2_installed", lambda: False)
+    env = {lab.CHAT_MODELS_ENV: f"tiny={tiny_chat}"}
+    specs = lab.chat_model_specs(Store(study_file), env)
     assert [s.label for s in specs] == ["tiny"] and specs[0].suite is None
-    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: True)
-    assert [s.kind for s in dashboard.chat_model_specs(Store(study_file), env)] == \
+    monkeypatch.setattr(lab, "_smollm2_installed", lambda: True)
+    assert [s.kind for s in lab.chat_model_specs(Store(study_file), env)] == \
         ["folder", "smollm2"]
-    with pytest.raises(dashboard.LabError, match="does not exist"):
-        dashboard.load_chat_model(dashboard.ChatModelSpec("ghost", "folder",
+    with pytest.raises(lab.LabError, match="does not exist"):
+        lab.load_chat_model(lab.ChatModelSpec("ghost", "folder",
                                                           str(tmp_path / "ghost")))
 
 
@@ -410,7 +411,7 @@ def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatc
     path = tmp_path / "two.duckdb"
     write_synthetic_study(path, n_checkpoints=4, n_layers=2, suite="alpha", seed=1)
     write_synthetic_study(path, n_checkpoints=5, n_layers=2, suite="beta", seed=2)
-    monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+    monkeypatch.setenv(study.STUDY_ENV, str(path))
     at = run_app()
     assert at.sidebar.selectbox[0].options == ["alpha", "beta"]
     at.sidebar.selectbox[0].set_value("beta").run()
@@ -426,33 +427,33 @@ def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatc
 
 def test_missing_study_shows_how_to_build_it(monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
-    monkeypatch.setenv(dashboard.STUDY_ENV, str(tmp_path / "nothing.duckdb"))
+    monkeypatch.setenv(study.STUDY_ENV, str(tmp_path / "nothing.duckdb"))
     at = run_app()
     assert_clean(at)
-    assert "python -m precompute run --preset default" in at.code[0].value
+    assert "python -m precompute study --preset default" in at.code[0].value
     assert any(b.label == "Start the default build" for b in at.button)
     at.switch_page("pages/probes.py").run()
     assert_clean(at)
-    assert "precompute run" in at.code[0].value
+    assert "precompute study" in at.code[0].value
 
 
 def test_build_button_starts_the_build_and_follows_it(monkeypatch: pytest.MonkeyPatch,
                                                       tmp_path: Path) -> None:
     path = tmp_path / "new.duckdb"
-    monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+    monkeypatch.setenv(study.STUDY_ENV, str(path))
     monkeypatch.setenv("TRUSTDYN_HOME", str(tmp_path / "home"))
     started: list[list[str]] = []
 
-    def fake_build(study: Path, log_path: Path, *, preset: str = "default"
+    def fake_build(target: Path, log_path: Path, *, preset: str = "default"
                    ) -> subprocess.Popen[bytes]:
         # Stands in for the real pipeline: records the command, logs a line, exits 0.
-        started.append(dashboard.build_command(study, preset=preset))
+        started.append(study.build_command(target, preset=preset))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
             return subprocess.Popen([sys.executable, "-c", "print('pre-training...')"],
                                     stdout=log)
 
-    monkeypatch.setattr(dashboard, "start_build", fake_build)
+    monkeypatch.setattr(study, "start_build", fake_build)
     at = run_app()
     next(b for b in at.button if b.label == "Start the default build").click().run()
     assert_clean(at)
@@ -471,18 +472,18 @@ def test_build_button_starts_the_build_and_follows_it(monkeypatch: pytest.Monkey
 def test_empty_file_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
     (tmp_path / "empty.duckdb").write_bytes(b"")
-    monkeypatch.setenv(dashboard.STUDY_ENV, str(tmp_path / "empty.duckdb"))
+    monkeypatch.setenv(study.STUDY_ENV, str(tmp_path / "empty.duckdb"))
     at = run_app()
     assert_clean(at)
-    assert at.error and "precompute run" in at.code[0].value
+    assert at.error and "precompute study" in at.code[0].value
 
 
 def test_partial_study_pages_say_what_is_missing(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     path = tmp_path / "partial.duckdb"
     write_synthetic_study(path, n_checkpoints=4, n_layers=2, stages=("probe",))
-    monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
-    monkeypatch.setattr(dashboard, "_smollm2_installed", lambda: False)
+    monkeypatch.setenv(study.STUDY_ENV, str(path))
+    monkeypatch.setattr(lab, "_smollm2_installed", lambda: False)
     at = run_app()
     assert_clean(at)
     assert "Some units are missing" in texts(at, "info")
@@ -511,7 +512,7 @@ def test_a_locked_study_gives_a_warning(monkeypatch: pytest.MonkeyPatch,
          str(path)], stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
-        monkeypatch.setenv(dashboard.STUDY_ENV, str(path))
+        monkeypatch.setenv(study.STUDY_ENV, str(path))
         monkeypatch.setattr(_common, "READ_TIMEOUT_S", 0.3)
         at = run_app()
         assert_clean(at)
@@ -553,10 +554,10 @@ def test_lab_streams_the_unsteered_and_the_steered_answer(tiny_chat: Path,
     messages = [{"role": "user", "content": "Is the sky blue?"}]
     assert unsteered == generate(model, tokenizer, messages, max_new_tokens=16)
     source = at.selectbox(key="lab_source").value
-    choices, _ = dashboard.vector_choices(dashboard.vector_inventory(Store(study_file)),
-                                          dashboard.ChatModelSpec("tiny", "folder", ""), 32)
+    choices, _ = lab.vector_choices(Store(study_file).vector_inventory(),
+                                          lab.ChatModelSpec("tiny", "folder", ""), 32)
     choice = next(c for c in choices if c.label == source)
-    vector = dashboard.lab_vector(Store(study_file), choice, "truthfulqa", 1)
+    vector = lab.lab_vector(Store(study_file), choice, "truthfulqa", 1)
     alpha = signed_alpha(8.0, vector, 1)  # truthfulqa: toward label 1 (true) is desirable
     assert steered == generate(model, tokenizer, messages, vector=vector, alpha=alpha,
                                max_new_tokens=16)
@@ -566,7 +567,7 @@ def test_lab_streams_the_unsteered_and_the_steered_answer(tiny_chat: Path,
 @pytest.mark.usefixtures("app_env")
 def test_lab_reports_a_missing_model_folder(monkeypatch: pytest.MonkeyPatch,
                                             tmp_path: Path) -> None:
-    monkeypatch.setenv(dashboard.CHAT_MODELS_ENV, f"ghost={tmp_path / 'no-such-model'}")
+    monkeypatch.setenv(lab.CHAT_MODELS_ENV, f"ghost={tmp_path / 'no-such-model'}")
     at = run_app("pages/steering_lab.py")
     assert_clean(at)
     assert "does not exist" in texts(at, "error")

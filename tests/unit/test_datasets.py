@@ -19,6 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from trustdyn import datasets as D
+from trustdyn.datasets import __main__ as datasets_cli
+from trustdyn.datasets import loading
+from trustdyn.datasets.validate import _LABEL_STRINGS
 from trustdyn.paths import DATA_DIR
 
 HYPOTHESIS = settings(max_examples=40, deadline=None,
@@ -96,11 +99,11 @@ def test_cards_json_matches_vendored_files(cards):
 
 def test_cards_check_cli(capsys, monkeypatch):
     on_disk = json.loads((DATA_DIR / D.CARDS_FILE).read_text(encoding="utf-8"))
-    monkeypatch.setattr(D, "cards_document", lambda: on_disk)
-    assert D.main(["--check"]) == 0
+    monkeypatch.setattr(datasets_cli, "cards_document", lambda: on_disk)
+    assert datasets_cli.main(["--check"]) == 0
     assert "current" in capsys.readouterr().out
-    monkeypatch.setattr(D, "cards_document", lambda: {**on_disk, "cards": {}})
-    assert D.main(["--check"]) == 1
+    monkeypatch.setattr(datasets_cli, "cards_document", lambda: {**on_disk, "cards": {}})
+    assert datasets_cli.main(["--check"]) == 1
     assert "stale" in capsys.readouterr().out
 
 
@@ -254,8 +257,10 @@ def test_conflicts_error_or_drop(tmp_path):
 
 def test_exact_duplicates_dropped_with_warning(tmp_path):
     path = write_table(tmp_path / "t.csv", [("a", 1), ("b", 0), ("a", 1), ("b ", 0), ("c", 1)])
-    with pytest.warns(D.DatasetWarning, match=r"dropped 2 duplicate.*row 3 repeats row 1"):
+    with pytest.warns(D.DatasetWarning,
+                      match=r"dropped 2 duplicate.*row 3 repeats row 1") as caught:
         ds = D.load_table(path, name="t")
+    assert caught[0].filename == __file__  # attributed to the caller, not the package
     assert ds.texts == ("a", "b", "c")
     assert ds.card.duplicates_dropped == 2 and ds.card.rows_raw == 5
 
@@ -334,7 +339,7 @@ def test_valid_random_tables_always_load(rows, suffix):
 
 _BAD_LABELS = st.one_of(
     st.integers().filter(lambda v: v not in (0, 1)),
-    st.text(_CHARS, max_size=5).filter(lambda v: v.strip().lower() not in D._LABEL_STRINGS),
+    st.text(_CHARS, max_size=5).filter(lambda v: v.strip().lower() not in _LABEL_STRINGS),
 )
 _BLANK_TEXT = st.sampled_from(["", " ", "\t", "\r\n", "_x000D_", "&#32;", "\xa0"])
 
@@ -392,7 +397,7 @@ def test_hub_dataset_uses_same_validation(monkeypatch, tmp_path):
         calls.append((repo_id, split, revision))
         return FakeHubTable(rows)
 
-    monkeypatch.setattr(D, "_load_hub_table", fake_loader)
+    monkeypatch.setattr(loading, "_load_hub_table", fake_loader)
     ds = D.load_hub_dataset("org/set", text_column="sentence", label_column="y",
                             group_column="q", revision="v1")
     assert calls == [("org/set", "train", "v1")]

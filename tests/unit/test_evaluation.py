@@ -21,25 +21,24 @@ from trustdyn.evaluation import (
     sst2_pairs,
     target_labels,
 )
-from trustdyn.evaluation_metrics import (
+from trustdyn.evaluation.metrics import (
     ToxicityJudge,
     bootstrap,
     choice_agreement,
     choice_correct,
     column_mean,
-    fisher_interval,
     gap_statistic,
     icat,
     icat_statistic,
     mc_scores,
     paired_bootstrap,
-    pearson,
     perplexity_statistic,
     resample_indices,
     stereoset_items,
 )
-from trustdyn.evaluation_scoring import Scorer, chat_text, split_first_word
+from trustdyn.evaluation.scoring import Scorer, chat_text, split_first_word
 from trustdyn.generation import batch_loglik
+from trustdyn.stats import fisher_interval, pearson
 from trustdyn.steering import SteeringVector, signed_alpha
 
 # --------------------------------------------------------------------------- metrics
@@ -142,12 +141,13 @@ def test_toxicity_judge_learns_a_toy_set():
 
 
 def test_pearson_and_fisher_interval():
-    r, p, n = pearson([1, 2, 3, 4, float("nan")], [2, 4, 6, 8.5, 1])
-    assert n == 4 and r == pytest.approx(0.9986, abs=1e-3) and p < 0.01
+    corr = pearson([1, 2, 3, 4, float("nan")], [2, 4, 6, 8.5, 1])
+    assert corr.n == 4 and corr.r == pytest.approx(0.9986, abs=1e-3) and corr.p < 0.01
+    assert corr.lo < corr.r < corr.hi
     lo, hi = fisher_interval(0.5, 30)
     assert lo < 0.5 < hi
-    assert math.isnan(pearson([1, 2, 3], [5, 5, 5])[0])
-    assert math.isnan(pearson([1, 2], [3, 4])[0])
+    assert math.isnan(pearson([1, 2, 3], [5, 5, 5]).r)
+    assert math.isnan(pearson([1, 2], [3, 4]).r)
 
 
 # --------------------------------------------------------------------------- selection

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trustdyn import dashboard, figures
+from trustdyn import findings, stats
+from trustdyn.dashboard import figures, tables
 from trustdyn.store import Store
-from trustdyn.synthetic import write_synthetic_study
+from trustdyn.testing.synthetic import write_synthetic_study
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 @pytest.fixture(scope="module")
 def grid(store: Store) -> pd.DataFrame:
-    return dashboard.probe_grid(store, "synthetic", "truthfulqa")
+    return store.probe_grid("synthetic", "truthfulqa")
 
 
 def _by_name(fig, name: str):
@@ -86,22 +87,22 @@ def test_empty_inputs_give_a_message_not_an_error(grid: pd.DataFrame) -> None:
     for fig in (figures.probe_heatmap(grid.iloc[:0]),
                 figures.probe_curves(grid, layers=[]),
                 figures.info_plane_figure(pd.DataFrame(), pd.DataFrame(), estimator="renyi"),
-                figures.gain_scatter(pd.DataFrame(), dashboard.pearson([], []), metric="m")):
+                figures.gain_scatter(pd.DataFrame(), stats.pearson([], []), metric="m")):
         assert not fig.data and fig.layout.annotations
 
 
 def test_cosine_heatmap_is_fixed_to_minus_one_one(store: Store) -> None:
-    matrix = dashboard.direction_cosines(store, "synthetic", "toxigen", 1)
-    steps = dashboard.checkpoints(store, "synthetic")["step"]
+    matrix = tables.direction_cosines(store, "synthetic", "toxigen", 1)
+    steps = store.checkpoints("synthetic")["step"]
     fig = figures.cosine_heatmap(matrix, list(steps), layer=1)
     assert (fig.data[0].zmin, fig.data[0].zmax) == (-1, 1)
     assert np.allclose(np.asarray(fig.data[0].z), matrix.to_numpy())
 
 
 def test_information_plane_marks_turns_and_nulls(store: Store, grid: pd.DataFrame) -> None:
-    info = dashboard.info_frame(store, "synthetic", "truthfulqa")
-    plane = dashboard.info_plane(info, grid, "renyi")
-    turns = dashboard.turn_points(store, "synthetic", "truthfulqa", "renyi")
+    info = store.info_grid("synthetic", "truthfulqa")
+    plane = tables.info_plane(info, grid, "renyi")
+    turns = tables.turn_points(store, "synthetic", "truthfulqa", "renyi")
     fig = figures.info_plane_figure(plane, turns, estimator="renyi", layers=[1])
     turn_step = int(turns.loc[turns["layer"] == 1, "turn_step"].iloc[0])
     point = plane[(plane["layer"] == 1) & (plane["step"] == turn_step)].iloc[0]
@@ -113,7 +114,7 @@ def test_information_plane_marks_turns_and_nulls(store: Store, grid: pd.DataFram
     along_y = next(s for s in fig.layout.shapes if s.yref == "y")
     assert (along_y.y0, along_y.y1) == (0, pytest.approx(top))
     assert "[bits]" in fig.layout.xaxis.title.text
-    nhsic = figures.info_plane_figure(dashboard.info_plane(info, grid, "nhsic"), turns,
+    nhsic = figures.info_plane_figure(tables.info_plane(info, grid, "nhsic"), turns,
                                       estimator="nhsic")
     assert "not bits" in nhsic.layout.yaxis.title.text
     by_step = figures.info_vs_step_figure(plane, turns, layers=[0, 1])
@@ -121,8 +122,8 @@ def test_information_plane_marks_turns_and_nulls(store: Store, grid: pd.DataFram
 
 
 def test_steering_bars_show_intervals_and_the_baseline(store: Store) -> None:
-    evals = dashboard.steering_evals(store, "synthetic")
-    table = dashboard.steering_table(evals, dashboard.checkpoints(store, "synthetic"), "chat",
+    evals = store.steering_eval_table("synthetic")
+    table = tables.steering_table(evals, store.checkpoints("synthetic"), "chat",
                                      "toxigen")
     fig = figures.steering_bars(table, metric="loglik_gap", target="chat",
                                 higher_is_better=False)
@@ -135,8 +136,8 @@ def test_steering_bars_show_intervals_and_the_baseline(store: Store) -> None:
 
 
 def test_sweep_marks_candidates_over_the_guard(store: Store) -> None:
-    evals = dashboard.steering_evals(store, "synthetic")
-    sweep = dashboard.sweep_frame(evals, "chat", "truthfulqa", "chat", "mc1")
+    evals = store.steering_eval_table("synthetic")
+    sweep = tables.sweep_frame(evals, "chat", "truthfulqa", "chat", "mc1")
     assert not sweep["within_guard"].all() and sweep["within_guard"].any()
     fig = figures.sweep_figure(sweep, metric="mc1", guard=1.33, baseline=0.4)
     metric_traces = [t for t in fig.data if t.showlegend is not False]
@@ -146,8 +147,8 @@ def test_sweep_marks_candidates_over_the_guard(store: Store) -> None:
 
 
 def test_gain_scatter_reports_r_and_fits_a_line(store: Store, grid: pd.DataFrame) -> None:
-    evals = dashboard.steering_evals(store, "synthetic")
-    pairs, corr = dashboard.gain_vs_probe(evals, grid, "chat", "truthfulqa")
+    evals = store.steering_eval_table("synthetic")
+    pairs, corr = findings.gain_vs_probe(evals, grid, "chat", "truthfulqa")
     fig = figures.gain_scatter(pairs, corr, metric="mc1")
     assert f"r = {corr.r:.2f}" in fig.layout.title.text
     line = _by_name(fig, "least-squares line")
@@ -156,11 +157,11 @@ def test_gain_scatter_reports_r_and_fits_a_line(store: Store, grid: pd.DataFrame
 
 
 def test_loss_curve_and_best_layer(store: Store, grid: pd.DataFrame, tmp_path: Path) -> None:
-    ckpts = dashboard.checkpoints(store, "synthetic")
+    ckpts = store.checkpoints("synthetic")
     fig = figures.loss_curve(ckpts)
     assert np.allclose(_by_name(fig, "training loss").y,
                        ckpts.loc[~ckpts["is_chat"], "train_loss"])
-    best = dashboard.best_layer_per_checkpoint(grid)
+    best = findings.best_layer_per_checkpoint(grid)
     fig = figures.best_layer_figure(best, n_layers=3)
     assert list(fig.data[0].y) == list(best.loc[~best["is_chat"], "best_layer"])
     assert _by_name(fig, "chat model").marker.symbol == "star"

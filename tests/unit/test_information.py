@@ -29,7 +29,7 @@ from trustdyn.information import (
     renyi_mutual_information,
     usable_information_bits,
 )
-from trustdyn.information import _resolvent as resolvent
+from trustdyn.information.hsic import _resolvent as resolvent
 
 FAST = settings(max_examples=12, deadline=None)
 

@@ -171,3 +171,16 @@ def test_reader_gives_a_clear_error_when_locked_too_long(store: Store) -> None:
             Store(store.path, timeout_s=0.5).suites()
     finally:
         proc.join()
+
+
+def test_compare_command_tells_identical_from_different_studies(tmp_path, capsys):
+    from trustdyn.testing.compare import main as compare
+    from trustdyn.testing.synthetic import write_synthetic_study
+
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        write_synthetic_study(tmp_path / f"{name}.duckdb", n_checkpoints=3, n_layers=2,
+                              seed=seed)
+    assert compare([str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb")]) == 0
+    assert "IDENTICAL" in capsys.readouterr().out
+    assert compare([str(tmp_path / "a.duckdb"), str(tmp_path / "c.duckdb")]) == 1
+    assert "DIFFERENT" in capsys.readouterr().out

@@ -1,15 +1,9 @@
-"""Suite-level stage: evaluate steering of the suite's chat model (the steering table).
+"""The suite-level stages, run once every checkpoint's units exist: turns and steering.
 
-After every checkpoint's vectors are stored, :func:`run_steering_stage` loads the suite's
-chat model once and, per dataset, runs :func:`trustdyn.evaluation.evaluate_dataset`:
-baseline, pre-training checkpoints' vectors, the chat model's own vector and a random
-control, swept on dev under the perplexity guard and reported on test. One unit per
-``(suite, chat checkpoint, dataset, "steer_eval")`` is written in one transaction; a
-rerun skips finished units. Suites without a chat model (e.g. Pythia) get no units.
-
-The grid is the study config's ``steer_eval`` (:func:`eval_config_for`): ``full`` for
-classroom and public suites, ``reduced`` for the default study (a few minutes on two CPU
-cores), ``smoke`` for tests; ``None`` skips the evaluation.
+:func:`run_turn_stage` detects fitting → compression turns per dataset from the stored
+information estimates; :func:`run_steering_stage` loads the chat model once and evaluates
+every dataset's steering table (:func:`trustdyn.evaluation.evaluate_dataset`). Each writes
+one unit per dataset in one transaction, and a rerun skips finished units.
 """
 
 from __future__ import annotations
@@ -17,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
 from torch import nn
 
-from precompute.stages import prepare_dataset
+from precompute.stages import prepare_dataset, turn_rows
 from precompute.study import StudyConfig
 from trustdyn.blocks import n_blocks
 from trustdyn.evaluation import (
@@ -36,19 +31,53 @@ from trustdyn.evaluation import (
     every_kth,
     heldout_passages,
 )
-from trustdyn.evaluation_tasks import PerplexityGuard
-from trustdyn.store import Store, Unit
+from trustdyn.evaluation.tasks import PerplexityGuard
+from trustdyn.store import ALL_CHECKPOINTS, STEERING_STAGE, TURNS_STAGE, Store, Unit
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-STAGE = "steer_eval"
+SuiteStage = Callable[[Suite, Store, StudyConfig, bool], int]
+"""A suite-level stage: runs once all checkpoints are done; returns units written."""
+
+
+def run_suite_stages(suite: Suite, store: Store, config: StudyConfig, progress: bool,
+                     stages: Sequence[SuiteStage] | None = None) -> int:
+    """Run the suite-level stages (``None`` = turn detection, then steering evaluation).
+
+    Returns:
+        The number of units written.
+
+    """
+    chosen = (run_turn_stage, run_steering_stage) if stages is None else stages
+    return sum(stage(suite, store, config, progress) for stage in chosen)
+
+
+def run_turn_stage(suite: Suite, store: Store, config: StudyConfig, progress: bool) -> int:
+    """Detect fitting → compression turns per dataset once all its info units exist."""
+    if "info" not in config.stages:
+        return 0
+    done = store.finished_units(suite.name)
+    pretraining = [ref.name for ref in suite.checkpoints]
+    written = 0
+    for name in config.datasets:
+        unit = Unit(suite.name, ALL_CHECKPOINTS, name, TURNS_STAGE)
+        complete = all((suite.name, c, name, "info") in done for c in pretraining)
+        if unit.key() in done or not complete:
+            continue
+        start = time.perf_counter()
+        frame = store.info_results(suite.name, name)
+        rows = turn_rows(suite.name, name, frame[~frame["is_chat"]], config)
+        store.write_unit(unit, {"info_turns": rows}, seconds=time.perf_counter() - start)
+        written += 1
+    return written
 
 
 def eval_config_for(config: StudyConfig) -> EvalConfig:
     """Return the steering-evaluation grid named by ``config.steer_eval``.
 
-    The seed and bootstrap count follow the study's.
+    ``full`` for classroom and public suites, ``reduced`` for the default study, ``smoke``
+    for tests; the seed and bootstrap count follow the study's.
 
     Raises:
         ValueError: ``steer_eval`` is None (no evaluation) or names no grid.
@@ -84,6 +113,10 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
                        progress: bool = True) -> int:
     """Evaluate steering of ``suite``'s chat model on every dataset not done yet.
 
+    Baseline, pre-training checkpoints' vectors, the chat model's own vector and a random
+    control, swept on dev under the perplexity guard and reported on test. Suites without
+    a chat model (e.g. Pythia) get no units.
+
     Args:
         suite: The suite (its ``chat`` is the target).
         store: The study file; vectors and probe results are read from it.
@@ -110,7 +143,7 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
         if name not in EVALUATED_DATASETS:
             log.info("Dataset %s has no offline steering evaluation; skipping it.", name)
             continue
-        if Unit(suite.name, chat.name, name, STAGE).key() in done:
+        if Unit(suite.name, chat.name, name, STEERING_STAGE).key() in done:
             continue
         missing = _missing_vectors(suite, done, name, [chat.name, *(n for n, _ in pretraining)])
         if missing:
@@ -127,8 +160,8 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
         start = time.perf_counter()
         rows = steering_rows(suite, store, config, cfg, name, model, tokenizer, guard,
                              pretraining, progress)
-        store.write_unit(Unit(suite.name, chat.name, name, STAGE), {"steering_evals": rows},
-                         seconds=time.perf_counter() - start)
+        store.write_unit(Unit(suite.name, chat.name, name, STEERING_STAGE),
+                         {"steering_evals": rows}, seconds=time.perf_counter() - start)
     return len(todo)
 
 

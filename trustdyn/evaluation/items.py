@@ -1,12 +1,10 @@
 """Evaluation items held out from vector fitting, and the perplexity-guard passages.
 
-:func:`build_task` turns a builtin dataset into its :class:`~trustdyn.evaluation_tasks.EvalTask`
-with every vector-fitting row removed: TruthfulQA drops every question of the probe file
-(BIG-bench questions matched by normalised text), StereoSet drops items whose option
-sentences were fitted on, ConfAIde / SST-2 / ToxiGen drop the fitted statements (SST-2 by
-pair). ToxiGen's remaining rows are split, seeded and disjoint, into the local judge's
-training rows, its test rows (its reported accuracy) and the evaluation prompts.
-:func:`split_items` then halves the items into dev and test.
+:func:`build_task` turns a builtin dataset into its
+:class:`~trustdyn.evaluation.tasks.EvalTask` with every vector-fitting row removed
+(ToxiGen's remaining rows are further split, seeded and disjoint, into the local judge's
+training rows, its test rows and the evaluation prompts); :func:`split_items` then halves
+the items into dev and test.
 """
 
 from __future__ import annotations
@@ -26,9 +24,9 @@ from trustdyn.datasets import (
     load_truthfulqa_mc,
     sample_dataset,
 )
-from trustdyn.evaluation_config import EvalConfig
-from trustdyn.evaluation_metrics import ToxicityJudge, bootstrap
-from trustdyn.evaluation_tasks import (
+from trustdyn.evaluation.config import EvalConfig
+from trustdyn.evaluation.metrics import ToxicityJudge, bootstrap
+from trustdyn.evaluation.tasks import (
     EvalTask,
     PrivacyTask,
     RobustnessTask,

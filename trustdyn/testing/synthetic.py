@@ -1,14 +1,8 @@
-"""A SYNTHETIC study of any size, written through :class:`~trustdyn.store.Store`.
+"""A SYNTHETIC study of any size with made-up numbers, for the dashboard's tests and benchmark.
 
-The dashboard's tests and benchmark need a study file without running the pipeline, and
-at sizes the pipeline would take days to produce (360 checkpoints × 32 layers × 5
-datasets). :func:`write_synthetic_study` fills every table with *made-up* numbers whose
-shapes resemble what the paper reports (probe accuracy rising with training and peaking
-in the middle layers, I(X;T) rising then falling, steering gains growing with the
-checkpoint's probe accuracy), so every page and figure has something meaningful to draw.
-
-Nothing here is measured from a model: the suite's description, the dataset cards and
-every checkpoint's ``extra`` field say SYNTHETIC, and the dashboard shows that banner.
+Shapes resemble the paper's (probe accuracy rising with training, I(X;T) rising then
+falling, gains growing with probe accuracy) so every page has something to draw; nothing is
+measured from a model, and the suite, cards and checkpoints all say SYNTHETIC.
 """
 
 from __future__ import annotations
@@ -25,13 +19,21 @@ import numpy as np
 import pandas as pd
 
 from trustdyn.provenance import code_version
-from trustdyn.store import Store
+from trustdyn.store import (
+    BASELINE_SOURCE,
+    CORRELATION_SOURCE,
+    DEFAULT_PPL_GUARD,
+    NO_LAYER,
+    PER_CHECKPOINT_STAGES,
+    RANDOM_SOURCE,
+    STEERING_STAGE,
+    TURNS_STAGE,
+    Store,
+    study_units,
+)
 
 SYNTHETIC_MARK = "SYNTHETIC"
 """Word every synthetic suite description and dataset card starts with."""
-
-PER_CHECKPOINT_STAGES: tuple[str, ...] = ("probe", "info", "vectors")
-"""Per-(checkpoint, dataset) stages the synthetic study marks finished (as the pipeline)."""
 
 ESTIMATORS: dict[str, str] = {"renyi": "bits", "nhsic": "score"}
 """Information estimators written, with the unit of their values."""
@@ -78,15 +80,7 @@ BUILTIN: tuple[SyntheticDataset, ...] = (
                      "agreement"),
 )
 """The five built-in probe datasets as the synthetic study describes them (names, sides
-and primary metrics as in ``trustdyn.datasets`` and ``trustdyn.evaluation_tasks``)."""
-
-BASELINE_SOURCE = "none"
-RANDOM_SOURCE = "random"
-CORRELATION_SOURCE = "pretraining checkpoints"
-NO_LAYER = -1
-PPL_GUARD = 1.33
-"""Row conventions of ``trustdyn.evaluation`` that the synthetic steering table follows."""
-
+and primary metrics as in ``trustdyn.datasets`` and ``trustdyn.evaluation.tasks``)."""
 
 def write_synthetic_study(
     path: Path | str,
@@ -98,7 +92,7 @@ def write_synthetic_study(
     suite: str = "synthetic",
     hidden_size: int = 16,
     with_chat: bool = True,
-    stages: Sequence[str] = ("probe", "info", "vectors", "turns", "steer_eval"),
+    stages: Sequence[str] = (*PER_CHECKPOINT_STAGES, TURNS_STAGE, STEERING_STAGE),
     n_eval_sources: int = 6,
 ) -> Store:
     """Write a complete (or, with fewer ``stages``, partial) SYNTHETIC study into ``path``.
@@ -135,7 +129,7 @@ def write_synthetic_study(
     ckpts = checkpoint_frame(suite, n_checkpoints, n_layers, hidden_size, with_chat, seed)
     store.put_suite(
         suite,
-        description=f"{SYNTHETIC_MARK} study written by trustdyn.synthetic (seed {seed}); "
+        description=f"{SYNTHETIC_MARK} study written by trustdyn.testing.synthetic (seed {seed}); "
         "made-up numbers for tests and benchmarks, not measured from any model.",
         chat_checkpoint=str(ckpts["checkpoint"].iloc[-1]) if with_chat else None,
         config={"synthetic": True, "seed": seed, "datasets": [d.name for d in datasets],
@@ -145,45 +139,20 @@ def write_synthetic_study(
     store.put_datasets([_card(d) for d in datasets])
     grid = _Grid(ckpts, datasets, n_layers, hidden_size, seed)
     tables: dict[str, pd.DataFrame] = {}
-    units: list[tuple[str, str, str, str]] = []
-    names = [d.name for d in datasets]
     for stage in PER_CHECKPOINT_STAGES:
         if stage in stages:
             tables.update(_STAGE_TABLES[stage](grid))
-            units += [(suite, c, d, stage) for c in ckpts["checkpoint"] for d in names]
-    if "turns" in stages:
+    if TURNS_STAGE in stages:
         tables["info_turns"] = grid.turns()
-        units += [(suite, "*", d, "turns") for d in names]
-    if "steer_eval" in stages:
+    if STEERING_STAGE in stages:
         tables["steering_evals"] = grid.steering_evals(n_eval_sources)
-        target = str(ckpts["checkpoint"].iloc[-1])  # the chat model, else the last one
-        units += [(suite, target, d, "steer_eval") for d in names]
-    seconds = time.perf_counter() - start
-    unit_frame = pd.DataFrame(units, columns=["suite", "checkpoint", "dataset", "stage"])
-    unit_frame["finished_at"] = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    unit_frame["seconds"] = seconds / max(len(units), 1)
-    unit_frame["code_version"] = code_version()
-    _bulk_write(store, {**tables, "units": unit_frame})
+    target = str(ckpts["checkpoint"].iloc[-1])  # the chat model, else the last one
+    units = [unit for unit in study_units(suite, list(ckpts["checkpoint"]),
+                                          [d.name for d in datasets], PER_CHECKPOINT_STAGES,
+                                          target)
+             if unit.stage in stages]
+    store.write_units(units, tables, seconds=time.perf_counter() - start)
     return store
-
-
-def _bulk_write(store: Store, tables: dict[str, pd.DataFrame]) -> None:
-    """Upsert all tables (``units`` included) in one transaction.
-
-    :meth:`Store.write_unit` marks one unit per call and opens a connection each time;
-    a 360-checkpoint study has thousands of units, so this writes everything at once
-    through the store's own upsert (the SQL stays in ``store.py``).
-    """
-    with store.writer() as con:
-        con.begin()
-        try:
-            for name, frame in tables.items():
-                if len(frame):
-                    store._upsert(con, name, frame)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
 
 
 def _card(d: SyntheticDataset) -> dict[str, Any]:
@@ -192,7 +161,7 @@ def _card(d: SyntheticDataset) -> dict[str, Any]:
         "desirable_label": d.desirable_label, "rows": 600, "sha256": None,
         "description": f"{SYNTHETIC_MARK}: stands in for the {d.dimension} dataset "
         f"{d.name!r}; no statements were read.",
-        "source": "trustdyn.synthetic", "license": "n/a (generated numbers)",
+        "source": "trustdyn.testing.synthetic", "license": "n/a (generated numbers)",
     }
 
 
@@ -469,10 +438,10 @@ class _Grid:
                     signed = alpha if toward == 1 else -alpha
                     rows += self._rows(rng, ds, name, "dev", layer, signed, label, params,
                                        base + sign * effect, ppl)
-                    if ppl <= PPL_GUARD and (best is None or effect > best[0]):
+                    if ppl <= DEFAULT_PPL_GUARD and (best is None or effect > best[0]):
                         best = (effect, layer, signed)
             effect, layer, signed = best or (0.0, 0, 0.0)
-            selected = {**params, "selection": {"on": "dev", "guard": PPL_GUARD,
+            selected = {**params, "selection": {"on": "dev", "guard": DEFAULT_PPL_GUARD,
                                                 "guard_passed": best is not None}}
             ppl = 1.0 + 0.01 * signed ** 2 * (1 + layer / self.n_layers)
             rows += self._rows(rng, ds, name, "test", layer, signed, label, selected,
@@ -503,7 +472,7 @@ class _Grid:
         ]
         if source != BASELINE_SOURCE:
             rows.append(self._row(ds, source, "ppl_ratio", split, layer, alpha, direction, ppl,
-                                  0.02, {**params, "guard": PPL_GUARD}))
+                                  0.02, {**params, "guard": DEFAULT_PPL_GUARD}))
         return rows
 
     @staticmethod

@@ -1,9 +1,9 @@
 """The conditions' vector sources: pre-training checkpoints, the chat model, a random control.
 
-Vectors come from the study file's ``steering_vectors`` rows; the random control has a
-seeded random unit direction and the chat vector's scale at each layer. This module also
-holds the sign conventions (steer toward the card's desirable label, both signs when it
-has none) and the words stored in ``steer_direction``.
+Vectors come from the study file's ``steering_vectors`` rows (the random control: a seeded
+random unit direction with the chat vector's scale at each layer); the module also holds
+the sign conventions (toward the card's desirable label, both signs when it has none) and
+the words stored in ``steer_direction``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import torch
 
 from trustdyn.datasets import DatasetCard
 from trustdyn.steering import SteeringVector, random_vector
-
-RANDOM = "random"
+from trustdyn.store import RANDOM_SOURCE
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
                for name, step in pretraining if name != chat]
     own = VectorSource(chat, "chat", chat_step, load(chat))
     control = {ell: random_vector(v, seed=seed + ell) for ell, v in own.vectors.items()}
-    return [*sources, own, VectorSource(RANDOM, "random", None, control)]
+    return [*sources, own, VectorSource(RANDOM_SOURCE, "random", None, control)]
 
 
 def candidate_layers(n_layers: int, probe_accuracy: Mapping[int, float] | None,

@@ -1,6 +1,15 @@
-"""Compare study files and tables by content, ignoring what legitimately differs between runs."""
+"""Compare study files by content, ignoring what legitimately differs between runs.
+
+``python -m trustdyn.testing.compare A.duckdb B.duckdb`` checks that two builds of a study
+hold the same rows (timings, dates and code versions aside) and exits 1 naming the first
+table that differs.
+"""
 
 from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,3 +47,25 @@ def assert_same_study(a: Store, b: Store) -> None:
     for table in tables:
         query = f"SELECT * FROM {table}"
         assert_same_rows(a.query(query), b.query(query), table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compare two study files; print the verdict and return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m trustdyn.testing.compare",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("a", help="first study file")
+    parser.add_argument("b", help="second study file")
+    args = parser.parse_args(argv)
+    a, b = Store(args.a), Store(args.b)
+    try:
+        assert_same_study(a, b)
+    except AssertionError as exc:
+        print(f"DIFFERENT: {exc}")
+        return 1
+    counts = a.table_counts()
+    print("IDENTICAL: " + ", ".join(f"{t} {n}" for t, n in counts.items() if t != "meta"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

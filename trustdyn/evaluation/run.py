@@ -1,52 +1,12 @@
-"""Offline evaluation of a steered chat model: the paper's steering table.
+"""Run the offline steering evaluation of one chat model on one dataset: the steering table.
 
-The question (Qian et al., 2024, second finding): does a steering vector read from a
-*pre-training* checkpoint, added to the chat model's residual stream, make the chat model
-more trustworthy, as much as or more than the chat model's own vector? For one target
-chat model and one dataset, :func:`evaluate_dataset` compares these conditions:
-
-* ``none``: the unsteered chat model (the baseline, scored once per split);
-* each selected pre-training checkpoint's vector (``vector_source`` = checkpoint name);
-* the chat model's own vector (``vector_source`` = the chat checkpoint's name);
-* ``random``: a seeded random unit direction with the chat vector's scale at each layer.
-
-Every vector is applied *toward the dataset's desirable label* (the card's
-``desirable_label``): the signed strength that does so comes from
-:func:`trustdyn.steering.signed_alpha` and the stored ``steer_direction`` says it in
-words, e.g. ``"toward label 1 (the answer is true)"`` or ``"away from label 1 (toxic)"``.
-The stored ``alpha`` is the signed strength exactly as passed to
-:func:`trustdyn.steering.steer` (positive = along ``mean(label 1) − mean(label 0)``), so
-the applied vector is ``alpha · scale · direction``. A dataset without a desirable label
-(sst2: perturbed vs original text) is evaluated with both signs and the sign is chosen on
-the dev split like the layer and strength.
-
-Selection: the evaluation items and the perplexity passages are split into dev and test
-halves (seeded; stratified by label where the task has labels). For each vector source,
-sign and candidate layer, a geometric ladder of strengths is climbed on dev: perplexity
-first (cheap), stopping at the first strength whose dev perplexity exceeds ``ppl_guard``
-× the unsteered model's (1.33: the paper kept perplexity within about a third above the
-unsteered model); the strongest strengths inside the guard are then scored on the task.
-Every strength tried is stored (``split="dev"`` rows: the sweep; strengths that were not
-scored on the task keep their perplexity rows, with ``params.scored = false`` and the
-reason). Among scored candidates the best primary metric wins (ties: smaller strength,
-then lower layer). If no strength passes the guard the least-perplexing one is kept and
-flagged ``guard_passed: false``. The winner is then scored once on test
-(``split="test"`` rows), with a paired-bootstrap ``gain`` over the unsteered model on the
-same items (positive = more trustworthy).
-
-Across pre-training checkpoints, the Pearson correlation between the probe's test
-accuracy at the chosen layer and the test gain is stored as metric ``corr_probe_gain``
-(the paper reports r ≈ 0.72 for TruthfulQA); :func:`probe_steering_correlation`
-recomputes it from a study file for the dashboard.
-
-Every metric has a seeded percentile-bootstrap 95% interval over items; every row's
-``params`` says what was measured, on which items, with which settings.
-
-The pieces live in sibling modules (this one re-exports their public names):
-``evaluation_config`` (grids), ``evaluation_items`` (held-out items and passages),
-``evaluation_sources`` (vectors, signs), ``evaluation_tasks`` (per-dimension scoring),
-``evaluation_scoring`` (a model under one steering condition) and
-``evaluation_metrics`` (pure statistics, bootstrap, the local toxicity judge).
+:func:`evaluate_dataset` compares the unsteered chat model (``none``), each selected
+pre-training checkpoint's vector, the chat model's own vector and a seeded ``random``
+control, all steered toward the dataset's desirable label: per source it picks layer and
+strength (and sign, when the card has no desirable label) on a dev split under a
+perplexity guard, scores the winner once on test with a paired-bootstrap ``gain`` over the
+unsteered model, and stores the probe-accuracy/gain correlation across pre-training
+checkpoints (:func:`trustdyn.findings.gain_vs_probe` recomputes it from a study file).
 """
 
 from __future__ import annotations
@@ -62,65 +22,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trustdyn.datasets import DatasetCard
-from trustdyn.evaluation_config import EVAL_PRESETS, EvalConfig
-from trustdyn.evaluation_items import (
-    EVALUATED_DATASETS,
-    build_task,
-    heldout_passages,
-    split_items,
-    sst2_pairs,
-)
-from trustdyn.evaluation_metrics import (
+from trustdyn.evaluation.config import EvalConfig
+from trustdyn.evaluation.items import split_items
+from trustdyn.evaluation.metrics import (
     Estimate,
     bootstrap,
-    fisher_interval,
     paired_bootstrap,
-    pearson,
     perplexity_statistic,
 )
-from trustdyn.evaluation_scoring import GENERATION_POSITIONS, SCORING_POSITIONS, Scorer
-from trustdyn.evaluation_sources import (
-    RANDOM,
-    VectorSource,
-    build_sources,
-    candidate_layers,
-    direction_text,
-    every_kth,
-    target_labels,
-    vector_from_row,
-)
-from trustdyn.evaluation_tasks import EvalTask, Metric, PerplexityGuard, ToxicityTask
+from trustdyn.evaluation.scoring import GENERATION_POSITIONS, SCORING_POSITIONS, Scorer
+from trustdyn.evaluation.sources import VectorSource, direction_text, target_labels
+from trustdyn.evaluation.tasks import EvalTask, Metric, PerplexityGuard, ToxicityTask
+from trustdyn.findings import gain_probe_pairs
 from trustdyn.provenance import code_version
+from trustdyn.stats import pearson
 from trustdyn.steering import signed_alpha
-from trustdyn.store import Store
+from trustdyn.store import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, NO_LAYER
 
-__all__ = [
-    "EVALUATED_DATASETS",
-    "EVAL_PRESETS",
-    "RANDOM",
-    "EvalConfig",
-    "VectorSource",
-    "build_sources",
-    "build_task",
-    "candidate_layers",
-    "direction_text",
-    "evaluate_dataset",
-    "every_kth",
-    "gain_probe_pairs",
-    "heldout_passages",
-    "probe_steering_correlation",
-    "select_candidate",
-    "split_items",
-    "sst2_pairs",
-    "target_labels",
-    "vector_from_row",
-]
-
-BASELINE = "none"
-JUDGE = "judge"
-CORRELATION_SOURCE = "pretraining checkpoints"
-NO_LAYER = -1
-"""``layer`` of rows that belong to no layer (baseline, judge, correlation)."""
+__all__ = ["evaluate_dataset", "select_candidate"]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -253,7 +172,7 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, task: EvalTask, guard: Pe
         tokenizer: Its tokenizer.
         task: The dataset's held-out evaluation task.
         guard: Perplexity-guard passages.
-        sources: Vector sources (see :func:`build_sources`).
+        sources: Vector sources (see :func:`~trustdyn.evaluation.sources.build_sources`).
         layers: Candidate layers.
         card: The dataset's card (desirable label, label meaning).
         cfg: Sizes, grids and seed.
@@ -281,8 +200,8 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, task: EvalTask, guard: Pe
             for split in ("dev", "test")}
     for split, scored in base.items():
         params = {"role": "baseline"}
-        _emit_metrics(ctx, scored.tables, split, BASELINE, NO_LAYER, 0.0, "none", params)
-        _emit_ppl(ctx, scored.ppl, None, split, BASELINE, NO_LAYER, 0.0, "none", params)
+        _emit_metrics(ctx, scored.tables, split, BASELINE_SOURCE, NO_LAYER, 0.0, "none", params)
+        _emit_ppl(ctx, scored.ppl, None, split, BASELINE_SOURCE, NO_LAYER, 0.0, "none", params)
     for source in sources:
         trials: list[_Trial] = []
         for toward in signs:
@@ -407,34 +326,11 @@ def _evaluate_selected(ctx: _Context, model: nn.Module, tokenizer: Any, trials: 
 
 def _judge_row(ctx: _Context) -> None:
     if isinstance(ctx.task, ToxicityTask):
-        ctx.row(JUDGE, "judge_accuracy", "test", NO_LAYER, 0.0, "none",
+        ctx.row(JUDGE_SOURCE, "judge_accuracy", "test", NO_LAYER, 0.0, "none",
                 ctx.task.judge_accuracy,
                 {"role": "judge", "description": "accuracy of the local toxicity "
                  "judge on its own held-out ToxiGen rows (disjoint from its training rows "
                  "and from the evaluation prompts)"})
-
-
-def gain_probe_pairs(evals: pd.DataFrame, probes: pd.DataFrame,
-                     pretraining: Sequence[str]) -> pd.DataFrame:
-    """Join test gains of pre-training sources with the probe accuracy at the chosen layer.
-
-    Args:
-        evals: ``steering_evals`` rows of one target and dataset.
-        probes: ``probe_results`` rows (checkpoint, layer, accuracy) of that dataset.
-        pretraining: Names of the suite's pre-training checkpoints.
-
-    Returns:
-        Columns ``checkpoint``, ``layer``, ``gain``, ``probe_accuracy``.
-
-    """
-    gains = evals[(evals["metric"] == "gain") & (evals["split"] == "test")
-                  & evals["vector_source"].isin(list(pretraining))]
-    gains = gains.rename(columns={"vector_source": "checkpoint", "value": "gain"})
-    acc = probes[["checkpoint", "layer", "accuracy"]].rename(
-        columns={"accuracy": "probe_accuracy"})
-    merged = gains[["checkpoint", "layer", "gain"]].merge(acc, on=["checkpoint", "layer"],
-                                                          how="inner")
-    return merged.reset_index(drop=True)
 
 
 def _correlation_row(ctx: _Context, probe_accuracy: Mapping[tuple[str, int], float],
@@ -447,38 +343,12 @@ def _correlation_row(ctx: _Context, probe_accuracy: Mapping[tuple[str, int], flo
                            for (c, ell), a in probe_accuracy.items()],
                           columns=["checkpoint", "layer", "accuracy"])
     pairs = gain_probe_pairs(frame, probes, pretraining)
-    r, p, n = pearson(pairs["probe_accuracy"], pairs["gain"])
-    lo, hi = fisher_interval(r, n)
+    pairs = pairs[["checkpoint", "layer", "gain", "probe_accuracy"]]
+    corr = pearson(pairs["probe_accuracy"], pairs["gain"])
     ctx.row(CORRELATION_SOURCE, "corr_probe_gain", "test", NO_LAYER, 0.0, "none",
-            Estimate(r, lo, hi, n),
-            {"role": "correlation", "p_value": p if math.isfinite(p) else None,
+            Estimate(corr.r, corr.lo, corr.hi, corr.n),
+            {"role": "correlation", "p_value": corr.p if math.isfinite(corr.p) else None,
              "description": "Pearson r across pre-training checkpoints between the probe's "
              "test accuracy at each checkpoint's chosen steering layer and its test gain; "
              "interval: Fisher z", "ci": "fisher_z",
              "pairs": pairs.to_dict(orient="records")})
-
-
-def probe_steering_correlation(store: Store, suite: str, dataset: str,
-                               target: str | None = None) -> tuple[float, float, int]:
-    """Return Pearson ``(r, p, n)`` between probe accuracy and steering gain, from a study.
-
-    For each pre-training checkpoint with a test ``gain`` row (the chosen layer and
-    strength of its vector on the dataset's primary metric), pair the gain with that
-    checkpoint's probe test accuracy at the same layer. NaN ``r`` and ``p`` when fewer than
-    three checkpoints are paired or either side is constant.
-
-    Args:
-        store: The study file.
-        suite: Suite name.
-        dataset: Dataset name.
-        target: Chat checkpoint (default: the suite's only target in the file).
-
-    """
-    evals = store.steering_evals(suite)
-    evals = evals[evals["dataset"] == dataset]
-    if target is not None:
-        evals = evals[evals["target"] == target]
-    checkpoints = store.checkpoints(suite)
-    pretraining = checkpoints.loc[~checkpoints["is_chat"].astype(bool), "checkpoint"].tolist()
-    pairs = gain_probe_pairs(evals, store.probe_results(suite, dataset), pretraining)
-    return pearson(pairs["probe_accuracy"], pairs["gain"])

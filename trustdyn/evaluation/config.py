@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from trustdyn.store import DEFAULT_PPL_GUARD
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -61,7 +63,7 @@ class EvalConfig:
     stop_at_guard: bool = True
     max_scored: int | None = 2
     checkpoint_stride: int = 4
-    ppl_guard: float = 1.33
+    ppl_guard: float = DEFAULT_PPL_GUARD
     n_bootstrap: int = 1000
     judge_train: int = 1500
     judge_test: int = 500

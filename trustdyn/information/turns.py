@@ -2,32 +2,8 @@
 
 Qian et al. (2024, §5) report that, early in pre-training, a layer's I(X;T) first rises then
 falls. :func:`detect_turns` locates that turn per (dataset, layer, estimator) from one
-estimate per checkpoint and says whether it stands out from the estimator's noise.
-
-The rule, precisely (m checkpoints ordered by step, raw values v, permutation-null stds s):
-
-1. *Smoothing* — light, by checkpoint index: binomial weights (¼, ½, ¼), renormalised at
-   the two ends, giving u. It damps one-checkpoint noise; a sharp peak keeps its
-   checkpoint, while on a near-flat top the maximum of u may move to the top's middle.
-2. *Noise* σ = max(median(s), σ₂). σ₂ is the checkpoint-to-checkpoint scatter of v from
-   Gasser et al.'s (1986) pseudo-residuals e_i = Δ²v_i / √6 (white noise of sd σ gives e of
-   sd σ; a smooth trend gives e ≈ 0 away from its kinks): σ₂ = RMS of the e_i after
-   dropping those beyond 5 robust scales (1.4826 · median|e|), so a sharp peak's kink does
-   not inflate it while the estimate stays efficient (the median alone under-estimates
-   too often on ~20 points). Used when m ≥ 5. The permutation std alone understates the
-   scatter when the estimate itself is noisy across checkpoints.
-3. *Candidates* are interior checkpoints i (1 ≤ i ≤ m − 2) with
-   rise_i = u_i − min(u_0..u_{i−1}) > k σ  (there was fitting before it) and
-   drop_i = u_i − mean(u_{i+1}..u_{m−1}) > k σ  (the fall after it is *sustained*: on
-   average the later values stay below the peak by more than k σ, so a single low point or
-   a fall that recovers does not count). Default k = 3.
-4. The *turn* is the candidate with the highest u. With no candidate the turn is not
-   distinguishable; the reported turn is then the global maximum of u if it is interior,
-   otherwise none (``turn_step`` NaN: the curve peaks at the first checkpoint — any turn
-   happened before it — or at the last — no fall yet).
-
-Reported values are raw: ``peak_value`` = v at the turn, ``fall`` = peak − min of the later
-v, ``final_value`` = v at the last checkpoint.
+estimate per checkpoint and says whether it stands out from the estimator's noise; its
+docstring states the rule precisely.
 """
 
 from __future__ import annotations
@@ -57,7 +33,7 @@ def _smooth(v: np.ndarray) -> np.ndarray:
 
 
 def _scatter(v: np.ndarray) -> float:
-    """Trimmed RMS of the second-difference pseudo-residuals Δ²v / √6 (see module doc)."""
+    """Trimmed RMS of the second-difference pseudo-residuals Δ²v / √6 (see detect_turns)."""
     resid = np.abs(np.diff(v, n=2)) / np.sqrt(6.0)
     robust = _MAD_TO_SD * float(np.median(resid))
     kept = resid[resid <= _TRIM * robust] if robust > 0 else resid
@@ -75,7 +51,7 @@ def _noise(v: np.ndarray, null_std: np.ndarray) -> float:
 
 def _turn_of_series(steps: np.ndarray, v: np.ndarray, null_std: np.ndarray, k: float,
                     smooth: bool) -> dict[str, float | bool | int]:
-    """Apply the module's rule to one curve (already sorted by step)."""
+    """Apply :func:`detect_turns`' rule to one curve (already sorted by step)."""
     m = v.size
     nan = float("nan")
     final = float(v[-1]) if m else nan
@@ -116,7 +92,30 @@ def _turn_of_series(steps: np.ndarray, v: np.ndarray, null_std: np.ndarray, k: f
 def detect_turns(frame: pd.DataFrame, *, k: float = 3.0, smooth: bool = True) -> pd.DataFrame:
     """Locate the fitting → compression turn of I(X;T) per (dataset, layer, estimator).
 
-    See the module docstring for the exact rule.
+    The rule, precisely (m checkpoints ordered by step, raw values v, permutation-null stds s):
+
+    1. *Smoothing* — light, by checkpoint index: binomial weights (¼, ½, ¼), renormalised at
+       the two ends, giving u. It damps one-checkpoint noise; a sharp peak keeps its
+       checkpoint, while on a near-flat top the maximum of u may move to the top's middle.
+    2. *Noise* σ = max(median(s), σ₂). σ₂ is the checkpoint-to-checkpoint scatter of v from
+       Gasser et al.'s (1986) pseudo-residuals e_i = Δ²v_i / √6 (white noise of sd σ gives e of
+       sd σ; a smooth trend gives e ≈ 0 away from its kinks): σ₂ = RMS of the e_i after
+       dropping those beyond 5 robust scales (1.4826 · median|e|), so a sharp peak's kink does
+       not inflate it while the estimate stays efficient (the median alone under-estimates
+       too often on ~20 points). Used when m ≥ 5. The permutation std alone understates the
+       scatter when the estimate itself is noisy across checkpoints.
+    3. *Candidates* are interior checkpoints i (1 ≤ i ≤ m − 2) with
+       rise_i = u_i − min(u_0..u_{i−1}) > k σ  (there was fitting before it) and
+       drop_i = u_i − mean(u_{i+1}..u_{m−1}) > k σ  (the fall after it is *sustained*: on
+       average the later values stay below the peak by more than k σ, so a single low point or
+       a fall that recovers does not count). Default k = 3.
+    4. The *turn* is the candidate with the highest u. With no candidate the turn is not
+       distinguishable; the reported turn is then the global maximum of u if it is interior,
+       otherwise none (``turn_step`` NaN: the curve peaks at the first checkpoint — any turn
+       happened before it — or at the last — no fall yet).
+
+    Reported values are raw: ``peak_value`` = v at the turn, ``fall`` = peak − min of the later
+    v, ``final_value`` = v at the last checkpoint.
 
     Args:
         frame: One row per (checkpoint, dataset, layer, estimator) with columns ``step``,

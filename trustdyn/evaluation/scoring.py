@@ -1,16 +1,9 @@
 """One model under one steering condition, as the evaluation tasks see it.
 
 A :class:`Scorer` bundles a chat model, its tokenizer and one steering condition (a
-vector and a *signed* strength, or none) and offers the two things the offline metrics
-need: batched continuation log-likelihoods and greedy continuations.
-
-Where the vector is added (documented with every stored number):
-
-* likelihood scoring uses ``positions="all"``: the vector is added at every position of
-  the scored sequence (prompt and continuation), as in a forward pass of the steered
-  model over the whole text;
-* generation uses ``positions="newest"``: the vector is added to the prompt's last
-  position and to every generated token (the paper's ``output[0][:, -1, :] += v`` hook).
+vector and a *signed* strength, or none) and offers batched continuation log-likelihoods
+(vector added at every position, ``positions="all"``) and greedy continuations (prompt's
+last position and every generated token, ``positions="newest"``).
 """
 
 from __future__ import annotations

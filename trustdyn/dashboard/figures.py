@@ -1,12 +1,9 @@
-"""Plotly figure builders for the dashboard (no Streamlit, no SQL: frames in, figures out).
+"""Plotly figure builders for the dashboard: tidy frames in, figures out (no Streamlit, no SQL).
 
-Every builder takes a tidy frame produced by :mod:`trustdyn.dashboard` and returns a
-``plotly.graph_objects.Figure``; the pages export that same frame as CSV, so a figure's
-data download always matches what is drawn. Training position (step or tokens) is drawn
-on a ``log10(1 + x)`` axis in "log" mode, so the initialisation (step 0) stays on the
-axis; tick labels show the real values. Chat models are drawn apart from the
-pre-training axis (a separate heatmap column, or a star to the right of the curves),
-since their position on the training axis is not a training step.
+The pages export the same frame a figure draws as CSV, so a download always matches the
+picture. Training position is drawn on a ``log10(1 + x)`` axis in "log" mode (step 0 stays
+on it), and chat models apart from the pre-training axis, since their position is not a
+training step.
 """
 
 from __future__ import annotations
@@ -20,7 +17,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from trustdyn.dashboard import PROBE_METRICS, Correlation
+from trustdyn.dashboard.tables import PROBE_METRICS
+from trustdyn.stats import Correlation
 
 Scale = Literal["log", "linear"]
 XAxis = Literal["step", "tokens"]

@@ -19,12 +19,13 @@ import pandas as pd
 import pytest
 import torch
 
-from precompute.evaluate_stage import STAGE, eval_config_for, run_steering_stage
 from precompute.pipeline import checkpoint_frame
 from precompute.study import study_config
-from trustdyn.evaluation import EVAL_PRESETS, probe_steering_correlation
+from precompute.suite_stages import eval_config_for, run_steering_stage
+from trustdyn import findings
+from trustdyn.evaluation import EVAL_PRESETS
 from trustdyn.provenance import code_version
-from trustdyn.store import Store, Unit
+from trustdyn.store import STEERING_STAGE, Store, Unit
 from trustdyn.suites import CheckpointRef, Suite
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     assert run_steering_stage(suite, store, config, progress=False) == len(DATASETS)
     rows = store.steering_evals(suite.name)
     units = store.units(suite.name)
-    assert set(units.loc[units["stage"] == STAGE, "dataset"]) == set(DATASETS)
+    assert set(units.loc[units["stage"] == STEERING_STAGE, "dataset"]) == set(DATASETS)
     assert (rows["target"] == "chat").all()
 
     # Every source (pre-training checkpoints, the chat's own vector, random) has a dev
@@ -162,7 +163,10 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     # The correlation row equals what the dashboard helper recomputes from the file.
     corr = rows[(rows["metric"] == "corr_probe_gain") & (rows["dataset"] == "truthfulqa")]
     assert len(corr) == 1
-    r, p, n = probe_steering_correlation(store, suite.name, "truthfulqa")
+    probes = store.probe_grid(suite.name, "truthfulqa")
+    _, recomputed = findings.gain_vs_probe(store.steering_eval_table(suite.name), probes,
+                                           "chat", "truthfulqa")
+    r, p, n = recomputed.r, recomputed.p, recomputed.n
     assert n == corr["n"].iloc[0] == 3
     if math.isnan(r):  # constant gains (possible with random tiny models)
         assert pd.isna(corr["value"].iloc[0])

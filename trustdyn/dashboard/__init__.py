@@ -1,0 +1,7 @@
+"""The dashboard's side of trustdyn: what the Streamlit pages call.
+
+:mod:`~trustdyn.dashboard.study` finds, stamps and builds the study file;
+:mod:`~trustdyn.dashboard.tables` shapes its reads into page tables;
+:mod:`~trustdyn.dashboard.figures` draws them; :mod:`~trustdyn.dashboard.lab` runs the live
+steered chat. The library below never imports this package.
+"""

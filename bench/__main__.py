@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "information": ["--json", str(RESULTS_DIR / "bench_information.json")],
     "steering": ["--json", str(RESULTS_DIR / "bench_steering.json")],
     "dashboard": ["--json", str(RESULTS_DIR / "bench_dashboard.json")],
+    "verdicts": [],
     "study": [],
     "amber_plan": [],
 }

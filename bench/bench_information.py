@@ -2,8 +2,9 @@
 
 Times :func:`trustdyn.information.information_grid` on synthetic activations shaped like
 the default study's (n = 256 statements, L = 6 layers, widths d = 128 and 576) for each
-estimator alone and both together, with the study's 20 permutations, single-threaded
-(the grid's default) and with torch's own thread setting. The baseline is the naive
+estimator alone and together, with the study's 20 permutations, without and with the 20
+half-samples behind the standard errors (the cost increase they bring is printed),
+single-threaded and on 2 worker threads. The baseline is the naive
 route — the standalone estimators plus :func:`permutation_null`, which rebuilds every
 Gram matrix and spectrum per call — timed on one layer; the ratio shows what sharing
 Grams/spectra across layers, quantities and permutations buys. It then projects the
@@ -128,19 +129,27 @@ def bench_dimension(d: int, args: argparse.Namespace) -> dict[str, Any]:
     blocks, x, y = synthetic(args.n, d, args.layers, args.seed)
     perms = args.permutations
 
-    def grid(estimators: tuple[str, ...], workers: int) -> Callable[[], object]:
+    def grid(estimators: tuple[str, ...], workers: int, resamples: int = 0
+             ) -> Callable[[], object]:
         return lambda: information_grid(blocks, x, y, n_permutations=perms, seed=args.seed,
-                                        estimators=estimators, workers=workers)
+                                        estimators=estimators, workers=workers,
+                                        n_resamples=resamples)
 
     def naive() -> None:
         with single_thread():
             naive_layer(x, blocks[0], y, perms)
 
+    both, every = ("renyi", "nhsic"), ("renyi", "nhsic", "nhsic_paper")
+    r = args.resamples
     conditions = {
         "grid renyi (1 thread)": grid(("renyi",), 1),
         "grid nhsic (1 thread)": grid(("nhsic",), 1),
-        "grid both (1 thread)": grid(("renyi", "nhsic"), 1),
-        "grid both (2 worker threads)": grid(("renyi", "nhsic"), 2),
+        "grid nhsic_paper (1 thread)": grid(("nhsic_paper",), 1),
+        "grid both (1 thread)": grid(both, 1),
+        f"grid both + {r} halves (1 thread)": grid(both, 1, r),
+        "grid all 3 (1 thread)": grid(every, 1),
+        f"grid all 3 + {r} halves (1 thread)": grid(every, 1, r),
+        f"grid all 3 + {r} halves (2 workers)": grid(every, 2, r),
     }
     seconds = time_conditions(conditions, args.repeats)
     # The naive route is one layer (the grid does L); scale it to a grid.
@@ -149,22 +158,34 @@ def bench_dimension(d: int, args: argparse.Namespace) -> dict[str, Any]:
         "wall": statistics.median(w for w, _ in naive_runs) * args.layers,
         "cpu": statistics.median(c for _, c in naive_runs) * args.layers,
     }
-    both = seconds["grid both (1 thread)"]
+    base = seconds["grid both (1 thread)"]
+    default = seconds[f"grid all 3 + {r} halves (1 thread)"]
     naive_cost = seconds["naive standalone + nulls (1 thread)"]
-    print(f"\nd = {d}, n = {args.n}, L = {args.layers}, permutations = {perms}")
-    print(f"  {'condition':<38}{'grid wall s':>12}{'grid CPU s':>12}{'cell wall ms':>13}"
+    print(f"\nd = {d}, n = {args.n}, L = {args.layers}, permutations = {perms}, "
+          f"half-samples = {r}")
+    print(f"  {'condition':<40}{'grid wall s':>12}{'grid CPU s':>12}{'cell wall ms':>13}"
           f"{'cell CPU ms':>12}")
     for name, s in seconds.items():
-        print(f"  {name:<38}{s['wall']:>12.3f}{s['cpu']:>12.3f}"
+        print(f"  {name:<40}{s['wall']:>12.3f}{s['cpu']:>12.3f}"
               f"{s['wall'] / args.layers * 1e3:>13.1f}{s['cpu'] / args.layers * 1e3:>12.1f}")
-    speedup = naive_cost["cpu"] / both["cpu"]
-    print(f"  grid vs naive route (CPU): {speedup:.1f}x less work")
-    study = {k: both[k] * STUDY_GRIDS for k in ("wall", "cpu")}
+    speedup = naive_cost["cpu"] / base["cpu"]
+    print(f"  grid vs naive route (renyi + nhsic, CPU): {speedup:.1f}x less work")
+    increase = {
+        "half-samples, renyi + nhsic": seconds[f"grid both + {r} halves (1 thread)"]["cpu"]
+        / base["cpu"] - 1,
+        "half-samples, all 3": default["cpu"] / seconds["grid all 3 (1 thread)"]["cpu"] - 1,
+        "nhsic_paper (no halves)": seconds["grid all 3 (1 thread)"]["cpu"] / base["cpu"] - 1,
+        "default grid vs former default (both, no halves)": default["cpu"] / base["cpu"] - 1,
+    }
+    for name, frac in increase.items():
+        print(f"  cost increase, {name}: {100 * frac:+.0f}% CPU")
+    study = {k: default[k] * STUDY_GRIDS for k in ("wall", "cpu")}
     print(f"  default study ({STUDY_GRIDS} grids), single-threaded: {study['cpu']:.0f} s CPU "
           f"({study['cpu'] / STUDY_BUDGET_S:.2f} x the {STUDY_BUDGET_S:.0f} s budget; the "
           f"Rényi spectra split over 2 workers on 2 free cores), {study['wall']:.0f} s wall here")
     return {"d": d, "n": args.n, "layers": args.layers, "permutations": perms,
-            "grid_seconds": seconds, "speedup_vs_naive_cpu": speedup, "study_seconds": study}
+            "resamples": r, "grid_seconds": seconds, "speedup_vs_naive_cpu": speedup,
+            "cost_increase_cpu": increase, "study_seconds": study}
 
 
 def intra_op_threads(args: argparse.Namespace) -> dict[str, Any]:
@@ -231,6 +252,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 576])
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--permutations", type=int, default=20)
+    parser.add_argument("--resamples", type=int, default=20, help="half-samples for the se")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write results here")

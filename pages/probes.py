@@ -21,12 +21,16 @@ def heatmap_view(suite: str, dataset: str) -> None:
     fig = figures.probe_heatmap(grid, metric=metric, x=x, scale=scale,
                                 title=f"{dataset}: {tables.PROBE_METRICS[metric]}")
     common.figure(fig, grid, f"{suite}-{dataset}-probe-{metric}", key="heat")
-    st.caption("Hover a cell for accuracy and AUROC with their 95% intervals and the "
-               "shuffled-label control. The chat model is the narrow column on the right.")
+    st.caption("Balanced accuracy is the mean of the per-class accuracies (0.5 = chance "
+               "whatever the class balance). Hover a cell for it ± 1.96 standard errors "
+               "(cluster bootstrap over test items), accuracy and AUROC with their 95% "
+               "intervals, and the shuffled-label control. The chat model is the narrow "
+               "column on the right.")
 
 
 def _default_layers(grid: pd.DataFrame) -> list[int]:
-    best = findings.best_layer_per_checkpoint(grid[~grid["is_chat"].astype(bool)])
+    best = findings.best_layer_per_checkpoint(grid[~grid["is_chat"].astype(bool)],
+                                              "balanced_accuracy")
     layers = tables.layers_of(grid)
     picks = [int(best["best_layer"].iloc[-1])] if len(best) else []
     return sorted({*picks, layers[len(layers) // 2], layers[0]}) if layers else []
@@ -39,25 +43,32 @@ def curves_view(suite: str, dataset: str) -> None:
     layers = tables.layers_of(grid)
     chosen = st.multiselect("Layers", layers, default=_default_layers(grid), key="curve_layers")
     left, right = st.columns(2)
-    metric = left.radio("Metric", ["accuracy", "auroc"], horizontal=True, key="curve_metric",
-                        format_func=tables.PROBE_METRICS.__getitem__)
-    control = right.toggle("Show shuffled-label control", value=True, key="curve_control")
+    metric = left.radio("Metric", ["balanced_accuracy", "accuracy", "auroc"], horizontal=True,
+                        key="curve_metric", format_func=tables.PROBE_METRICS.__getitem__)
+    control = right.toggle("Show shuffled-label control", value=True, key="curve_control",
+                           help="Stored for accuracy and AUROC.")
     x, scale = common.axis_controls("curve")
     fig = figures.probe_curves(grid, layers=chosen, metric=metric, x=x, scale=scale,
                                show_control=control)
     common.figure(fig, grid[grid["layer"].isin(chosen)], f"{suite}-{dataset}-curves",
                   key="curves")
+    st.caption("Dashed: each layer's level at the first checkpoint (step 0 = "
+               "initialisation). A random network already separates some concepts; only "
+               "the distance above that line is what pre-training added.")
 
 
 @common.fragment
 def best_layer_view(suite: str, dataset: str) -> None:
     """Best layer per checkpoint, as a figure and a table."""
     grid = common.read(Store.probe_grid, suite, dataset)
-    best = findings.best_layer_per_checkpoint(grid)
+    best = tables.best_layers(grid)
     x, scale = common.axis_controls("best")
     n_layers = len(tables.layers_of(grid))
     common.figure(figures.best_layer_figure(best, n_layers=n_layers, x=x, scale=scale), best,
                   f"{suite}-{dataset}-best-layer", key="best")
+    st.caption("Best layer = highest balanced accuracy at that checkpoint. init_bacc is the "
+               "first checkpoint's (step 0) balanced accuracy at the same layer; "
+               "gain_over_init is what pre-training added there.")
     st.dataframe(best, hide_index=True)
 
 

@@ -21,7 +21,7 @@ VERDICT_ICONS = {
 }
 
 
-def verdict(finding: findings.Finding) -> None:
+def verdict(finding: findings.Finding, *, raw_details: bool = True) -> None:
     """Show a finding's heading, its verdict and its computed text."""
     st.header(finding.title)
     text = f"**In this study: {finding.verdict}.** {finding.text}"
@@ -31,45 +31,65 @@ def verdict(finding: findings.Finding) -> None:
         st.info(text, icon=VERDICT_ICONS[finding.verdict])
     else:
         st.warning(text, icon=VERDICT_ICONS[finding.verdict])
-    if not finding.details.empty:
+    if raw_details and not finding.details.empty:
         with st.expander("The numbers behind this"):
             st.dataframe(finding.details, hide_index=True)
 
 
 def probes_chapter(suite: str, finding: findings.Finding) -> None:
-    """Finding 1 with the heatmap and curves of one dataset."""
+    """Finding 1: the separability table against step 0, and one dataset's figures."""
     st.markdown("A **linear probe** is a logistic regression that reads a concept (true vs "
-                "false, toxic vs benign, …) from one layer's activations. If even this "
-                "simple read-out beats a probe trained on shuffled labels, the model "
-                "represents the concept linearly at that point of training.")
-    verdict(finding)
+                "false, toxic vs benign, …) from one layer's activations; its **balanced "
+                "accuracy** on held-out statements is 0.5 at chance whatever the class "
+                "balance.")
+    st.markdown("A randomly initialised network already separates some concepts: its random "
+                "features happen to follow surface cues such as sentence length or word "
+                "choice. That separability is there at step 0, before any training, so it is "
+                "not learnt. A dataset counts as **becoming separable during pre-training** "
+                "only from the step after which most checkpoints beat the step-0 level at "
+                "the same layer by more than their noise (family-wise error ≤ 5%).")
+    verdict(finding, raw_details=False)
     if finding.details.empty:
         return
-    details = finding.details.sort_values("first_separable", na_position="last")
+    st.dataframe(tables.story_probe_table(finding.details), hide_index=True)
+    st.caption("Intervals are 95% (cluster bootstrap over test items). \"Checkpoints above "
+               "init\" is the share of later checkpoints whose balanced accuracy beats the "
+               "step-0 level at some layer; the gain over initialisation is measured at the "
+               "last checkpoint's best layer.")
+    with st.expander("The numbers behind this"):
+        st.dataframe(finding.details, hide_index=True)
+    details = finding.details.sort_values("onset", na_position="last")
     dataset = st.selectbox("Look at a dataset", list(details["dataset"]), key="story_probe_ds")
     grid = common.read(Store.probe_grid, suite, dataset)
-    best = int(details.loc[details["dataset"] == dataset, "final_best_layer"].iloc[0])
+    best = int(details.loc[details["dataset"] == dataset, "final_layer"].iloc[0])
     left, right = st.columns(2)
     with left:
-        common.figure(figures.probe_heatmap(grid, title=f"{dataset}: probe accuracy"), grid,
+        common.figure(figures.probe_heatmap(grid, metric="balanced_accuracy",
+                                            title=f"{dataset}: balanced accuracy"), grid,
                       f"{suite}-{dataset}-story-heatmap", key="story_heat")
     with right:
-        common.figure(figures.probe_curves(grid, layers=[best], title=f"{dataset}: best "
-                                           f"layer {best} against its control"),
+        common.figure(figures.probe_curves(grid, layers=[best], metric="balanced_accuracy",
+                                           title=f"{dataset}: layer {best} against its "
+                                           "step-0 level (dashed)"),
                       grid[grid["layer"] == best], f"{suite}-{dataset}-story-curve",
                       key="story_curve")
 
 
 def information_chapter(suite: str, finding: findings.Finding) -> None:
-    """Finding 2 with the information plane of one dataset."""
+    """Finding 2: the turn test's table and the information plane of one dataset."""
     st.markdown("Mutual information between a layer's representation T and the input X, "
                 "and between T and the label Y, traces what a layer keeps. The paper sees "
                 "I(X;T) **rise** (fitting: the layer encodes more of its input) and then "
                 "**fall** (compression: it discards what does not matter), while I(T;Y) "
-                "keeps rising.")
-    verdict(finding)
+                "keeps rising. Here every estimate is corrected by its permutation null "
+                "(0 = chance), and a turn counts only if the rise and fall beat a random "
+                "reordering of the curve's own changes and I(T;Y) does not fall.")
+    verdict(finding, raw_details=False)
     if finding.details.empty:
         return
+    st.dataframe(finding.details, hide_index=True)
+    st.caption("Per dataset: curves tested (layers × estimators), how many turn, the smallest "
+               "family-wise p-value, the median step of the turns and the layers that turn.")
     dataset = st.selectbox("Look at a dataset", sorted(finding.details["dataset"].unique()),
                            key="story_info_ds")
     info = common.read(Store.info_grid, suite, dataset)
@@ -77,10 +97,14 @@ def information_chapter(suite: str, finding: findings.Finding) -> None:
     if not estimators:
         return
     plane = tables.info_plane(info, common.read(Store.probe_grid, suite, dataset),
-                                 estimators[0])
+                              estimators[0])
     turns = common.read(tables.turn_points, suite, dataset, estimators[0])
     common.figure(figures.info_plane_figure(plane, turns, estimator=estimators[0]), plane,
                   f"{suite}-{dataset}-story-plane", key="story_plane")
+    undefined = tables.undefined_estimates(info, estimators[0])
+    if len(undefined):
+        st.caption("Not drawn, because undefined: "
+                   + "; ".join(tables.undefined_notes(undefined)) + ".")
 
 
 def steering_chapter(suite: str, finding: findings.Finding) -> None:

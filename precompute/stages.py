@@ -18,11 +18,12 @@ import torch
 from precompute.study import StudyConfig
 from trustdyn.activations import Activations
 from trustdyn.datasets import ProbeDataset, Split, load_dataset, sample_dataset, split_dataset
-from trustdyn.information import detect_turns, information_grid
+from trustdyn.information import information_grid
 from trustdyn.probes import fit_probe_grid
 from trustdyn.provenance import code_version
 from trustdyn.steering import mean_difference_vectors
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite
+from trustdyn.verdicts import turn_table
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,11 @@ def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     y = torch.tensor(np.asarray(labels), dtype=torch.long)
     # Fit where the model ran: on a GPU worker the probe grid is far faster there.
     blocks = acts.blocks.to(LoadOptions(device=config.device).torch_device())
+    groups = prepared.dataset.groups
     grid = fit_probe_grid(
         blocks[:, train.to(blocks.device)], y[train], blocks[:, test.to(blocks.device)], y[test],
         seed=config.seed, n_bootstrap=config.n_bootstrap,
+        test_groups=None if groups is None else groups[prepared.split.test],
     )
     key = _key(suite, ref, prepared)
     results = []
@@ -91,13 +94,25 @@ def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     return {"probe_results": results, "probe_directions": directions}
 
 
+INFO_X = {"block0": "output of decoder block 0 at the pooled position",
+          "embedding": "token embedding at the pooled position"}
+"""The choices of X for I(X;T), as recorded in each row's ``params``."""
+
+
 def info_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
               acts: Activations, config: StudyConfig) -> dict[str, Any]:
     """Estimate I(X;T) and I(T;Y) per layer on the fixed information sample."""
     rows = prepared.info_rows
+    if config.info_x == "block0":
+        x, x_layer = acts.blocks[0, rows], 0
+    else:
+        x, x_layer = acts.embeddings[rows], None
+    groups = prepared.dataset.groups
     estimates = information_grid(
-        acts.blocks[:, rows], acts.embeddings[rows], prepared.dataset.labels[rows],
+        acts.blocks[:, rows], x, prepared.dataset.labels[rows],
         seed=config.seed, n_permutations=config.n_permutations,
+        groups=None if groups is None else groups[rows], n_resamples=config.n_resamples,
+        x_is_layer=x_layer, device=LoadOptions(device=config.device).torch_device(),
     )
     key = _key(suite, ref, prepared)
     return {"info_results": [
@@ -105,8 +120,11 @@ def info_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
             **key,
             "layer": e.layer, "estimator": e.estimator, "quantity": e.quantity,
             "value": e.value, "null_mean": e.null_mean, "null_std": e.null_std,
+            "corrected": e.corrected, "z": e.z, "se": e.se,
+            "corrected_lo": e.corrected_lo, "corrected_hi": e.corrected_hi,
+            "status": e.status, "reason": e.reason,
             "unit": e.unit, "n": len(rows), "seed": config.seed,
-            "params": {**e.params, "study": config.digest()},
+            "params": {**e.params, "x": INFO_X[config.info_x], "study": config.digest()},
             "code_version": code_version(),
         }
         for e in estimates
@@ -141,19 +159,9 @@ def vector_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
 
 def turn_rows(suite: str, dataset: str, info: pd.DataFrame,
               config: StudyConfig) -> list[dict[str, Any]]:
-    """Detect the fitting → compression turn per (layer, estimator) from I(X;T) rows."""
-    ixt = info[info["quantity"] == "I(X;T)"]
-    turns = detect_turns(ixt[["step", "layer", "dataset", "estimator", "value", "null_std"]])
-    return [
-        {
-            "suite": suite, "dataset": dataset, "layer": int(row["layer"]),
-            "estimator": row["estimator"],
-            "turn_step": None if pd.isna(row["turn_step"]) else int(row["turn_step"]),
-            "peak_value": row["peak_value"], "fall": row["fall"],
-            "final_value": row["final_value"],
-            "distinguishable": bool(row["distinguishable"]),
-            "params": {"rule": "detect_turns", "study": config.digest()},
-            "code_version": code_version(),
-        }
-        for _, row in turns.iterrows()
-    ]
+    """Test the dataset's I(X;T) curves for a fitting → compression turn; ``info_turns`` rows."""
+    rows = turn_table(suite, dataset, info, n_datasets=len(config.datasets), seed=config.seed)
+    for row in rows:
+        row["params"] = {**row["params"], "study": config.digest()}
+        row["code_version"] = code_version()
+    return rows

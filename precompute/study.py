@@ -32,6 +32,12 @@ class StudyConfig:
         max_length: Longest tokenised statement (longer ones keep their end).
         n_bootstrap: Bootstrap replicates for probe confidence intervals.
         n_permutations: Permutations for the information estimators' null.
+        n_resamples: Half-samples of statements for the information estimates' standard
+            errors.
+        info_x: X of I(X;T): ``block0`` (decoder block 0's output at the pooled position,
+            the paper's choice: it has seen the whole statement) or ``embedding`` (the
+            token embedding there, which is one vector for every statement ending in the
+            same token).
         stages: Per-checkpoint stages to run.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         dtype: Model dtype for loading checkpoints.
@@ -48,6 +54,8 @@ class StudyConfig:
     max_length: int = 128
     n_bootstrap: int = 1000
     n_permutations: int = 20
+    n_resamples: int = 20
+    info_x: str = "block0"
     stages: tuple[str, ...] = PER_CHECKPOINT_STAGES
     device: str = "auto"
     dtype: str = "float32"

@@ -6,14 +6,17 @@ and the README's tables share one definition of each verdict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from trustdyn.stats import Correlation, pearson
+from trustdyn.stats import CI_LEVEL, Correlation, pearson
 from trustdyn.store import RANDOM_SOURCE, Store
+from trustdyn.verdicts import Separability, dataset_alpha, separability_verdict
 
 
 def best_layer_per_checkpoint(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
@@ -108,72 +111,125 @@ def _fmt_step(step: float | None) -> str:
     return "never" if step is None or pd.isna(step) else f"step {int(step):,}"
 
 
-def probe_finding(probes: pd.DataFrame, *, margin: float = 0.05) -> Finding:
+def separability(group: pd.DataFrame, n_datasets: int) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray, Separability]:
+    """Return one dataset's steps, balanced accuracy and se ``[m, L]``, and its verdict.
+
+    Args:
+        group: :meth:`Store.probe_grid` rows of one dataset's pre-training checkpoints.
+        n_datasets: Datasets in the study (the verdict's level is shared among them).
+
+    """
+    ordered = group.sort_values(["ordinal", "layer"])
+    value = ordered.pivot(index="ordinal", columns="layer", values="balanced_accuracy")
+    se = ordered.pivot(index="ordinal", columns="layer", values="balanced_accuracy_se")
+    steps = ordered.drop_duplicates("ordinal")["step"].to_numpy(float)
+    verdict = separability_verdict(value.to_numpy(float), se.to_numpy(float),
+                                   alpha=dataset_alpha(n_datasets))
+    return steps, value.to_numpy(float), se.to_numpy(float), verdict
+
+
+def _interval(value: float, se: float) -> tuple[float, float]:
+    half = float(stats.norm.isf((1 - CI_LEVEL) / 2)) * se
+    return value - half, value + half
+
+
+def probe_details(probes: pd.DataFrame, n_datasets: int | None = None) -> pd.DataFrame:
+    """Return, per dataset, the calibrated separability verdict and the numbers behind it.
+
+    Columns: ``dataset``; the first checkpoint's level (``init_step``, ``init_layer``,
+    ``init_bacc`` with ``init_lo``/``init_hi``, ``at_init``); ``first_separable`` (step from
+    which most checkpoints beat chance) and ``share_separating``; ``onset`` (step from which
+    most checkpoints beat the first checkpoint's level, i.e. separability that pre-training
+    created) and ``share_above_init``; the last checkpoint's best layer, balanced accuracy
+    and gain over the first checkpoint at that layer, each with its interval; ``depth``.
+    The verdict's level is shared among ``n_datasets`` (default: the datasets present).
+    """
+    pre = probes[~probes["is_chat"].astype(bool)]
+    n_datasets = pre["dataset"].nunique() if n_datasets is None else n_datasets
+    rows = []
+    for dataset, group in pre.groupby("dataset", sort=False):
+        steps, value, se, verdict = separability(group, n_datasets)
+        first, last = int(verdict.best_layer[0]), int(verdict.best_layer[-1])
+        gain = value[-1, last] - value[0, last]
+        gain_se = float(np.hypot(se[-1, last], se[0, last]))
+        rows.append({
+            "dataset": dataset, "init_step": steps[0], "init_layer": first,
+            "init_bacc": value[0, first], **dict(zip(("init_lo", "init_hi"),
+                                                     _interval(value[0, first], se[0, first]),
+                                                     strict=True)),
+            "at_init": verdict.at_init,
+            "first_separable": None if verdict.first_separable is None
+            else steps[verdict.first_separable],
+            "share_separating": float(verdict.separates.mean()),
+            "onset": None if verdict.onset is None else steps[verdict.onset],
+            "share_above_init": float(verdict.above_init[1:].mean()) if len(steps) > 1
+            else math.nan,
+            "final_layer": last, "final_bacc": value[-1, last],
+            **dict(zip(("final_lo", "final_hi"), _interval(value[-1, last], se[-1, last]),
+                       strict=True)),
+            "gain_over_init": gain,
+            **dict(zip(("gain_lo", "gain_hi"), _interval(gain, gain_se), strict=True)),
+            "share_of_training": None if verdict.onset is None
+            else steps[verdict.onset] / (steps[-1] or 1.0),
+            "depth": last / max(value.shape[1] - 1, 1),
+            "z_crit": verdict.z_crit,
+        })
+    return pd.DataFrame(rows)
+
+
+def probe_finding(probes: pd.DataFrame) -> Finding:
     """Return finding 1: concepts become linearly separable early, best in middle layers.
 
-    A checkpoint "separates" a dataset when its best layer beats the shuffled-label
-    control by ``margin`` with the accuracy interval's lower end above the control. The
-    dataset is separable *from* the first checkpoint after which every later one separates
-    it (a chance success early on, e.g. at initialisation, does not count), and never if
-    the last checkpoint does not.
+    A dataset *becomes separable during pre-training* from the first checkpoint after
+    which at least 80% of the checkpoints beat the first checkpoint (initialisation) at
+    some layer (:func:`trustdyn.verdicts.separability_verdict`, family-wise over layers
+    and the study's datasets); separability a random network already has does not count.
 
     Args:
         probes: :meth:`Store.probe_grid` rows of all datasets (a ``dataset`` column).
-        margin: Required accuracy margin over the control.
 
     """
     title = "1 · Trustworthiness concepts become linearly separable early in pre-training"
     pre = probes[~probes["is_chat"].astype(bool)]
     if pre.empty:
         return Finding(title, "no data", "No probe results yet: run the probe stage.")
-    rows = []
-    for dataset, group in pre.groupby("dataset", sort=False):
-        best = best_layer_per_checkpoint(group)
-        separates = ((best["accuracy"] - best["control_accuracy"] >= margin)
-                     & (best["accuracy_lo"] > best["control_accuracy"])).to_numpy()
-        # Reversed cumulative AND: True where this and every later checkpoint separates.
-        stays = np.logical_and.accumulate(separates[::-1])[::-1]
-        last = best.iloc[-1]
-        n_layers = int(group["layer"].max()) + 1
-        total = float(best["step"].max()) or 1.0
-        first = float(best["step"].to_numpy()[stays.argmax()]) if stays[-1] else None
-        rows.append({
-            "dataset": dataset, "first_separable": first,
-            "share_separating": float(separates.mean()),
-            "share_of_training": None if first is None else first / total,
-            "final_accuracy": float(last["accuracy"]),
-            "final_accuracy_lo": float(last["accuracy_lo"]),
-            "final_accuracy_hi": float(last["accuracy_hi"]),
-            "final_control": float(last["control_accuracy"]),
-            "final_best_layer": int(last["best_layer"]),
-            "depth": float(last["best_layer"]) / max(n_layers - 1, 1),
-        })
-    details = pd.DataFrame(rows)
-    separable = details.dropna(subset=["first_separable"])
-    early = separable[separable["share_of_training"] <= 0.2]
+    details = probe_details(pre)
+    emerged = details.dropna(subset=["onset"])
+    early = emerged[emerged["share_of_training"] <= 0.2]
     middle = details[(details["depth"] > 0.2) & (details["depth"] < 0.8)]
     parts = [
-        f"From some checkpoint on, probes beat their shuffled-label control by at least "
-        f"{margin:.0%} at every later checkpoint for {len(separable)} of {len(details)} "
-        "datasets"
-        + (f"; for {len(early)} of them from within the first 20% of training steps"
-           if len(separable) else "") + ".",
+        f"Pre-training makes {len(emerged)} of {len(details)} datasets more separable than "
+        "at initialisation (balanced accuracy above the first checkpoint's at ≥ 80% of the "
+        "later checkpoints, family-wise error ≤ 5%)"
+        + (f"; {len(early)} of them within the first 20% of training steps"
+           if len(emerged) else "") + ".",
     ]
     for _, r in details.iterrows():
-        since = (f"from {_fmt_step(r['first_separable'])}" if r["first_separable"] is not None
-                 and not pd.isna(r["first_separable"]) else "not separable at the end")
-        parts.append(f"{r['dataset']}: {since} (final accuracy {r['final_accuracy']:.2f} vs "
-                     f"control {r['final_control']:.2f}, best layer {r['final_best_layer']}; "
-                     f"{r['share_separating']:.0%} of checkpoints separate it).")
+        init = (f"already separable at initialisation (balanced accuracy "
+                f"{r['init_bacc']:.2f} at layer {r['init_layer']})" if r["at_init"] else
+                f"not separable at initialisation ({r['init_bacc']:.2f})")
+        since = (f"becomes separable during pre-training from {_fmt_step(r['onset'])}"
+                 if not pd.isna(r["onset"]) else "does not become more separable than at "
+                 "initialisation")
+        parts.append(f"{r['dataset']}: {init}; {since} (last checkpoint "
+                     f"{r['final_bacc']:.2f} at layer {r['final_layer']}, "
+                     f"{r['gain_over_init']:+.2f} [{r['gain_lo']:+.2f}, {r['gain_hi']:+.2f}] "
+                     "over initialisation).")
     parts.append(f"At the last checkpoint the best layer lies in the middle of the network "
                  f"(20-80% depth) for {len(middle)} of {len(details)} datasets.")
     verdict = ("supported" if len(early) == len(details) and len(details) else
-               "mixed" if len(separable) else "not supported")
+               "mixed" if len(emerged) else "not supported")
     return Finding(title, verdict, " ".join(parts), details)
 
 
 def information_finding(turns: pd.DataFrame) -> Finding:
     """Return finding 2: I(X;T) rises then falls (fitting, then compression) in training.
+
+    A curve turns when the surrogate test of :func:`trustdyn.verdicts.turn_verdict` finds a
+    rise followed by a sustained fall of null-corrected I(X;T) (family-wise over the
+    dataset's layers and estimators, level shared among the study's datasets) and I(T;Y)
+    does not fall after it; the turn stage stores the decision (``distinguishable``).
 
     Args:
         turns: ``info_turns`` rows of the suite.
@@ -181,29 +237,32 @@ def information_finding(turns: pd.DataFrame) -> Finding:
     """
     title = "2 · Representations first fit, then compress (mutual information turns)"
     if turns.empty:
-        return Finding(title, "no data", "No turns detected yet: run the info stage over "
+        return Finding(title, "no data", "No turns tested yet: run the info stage over "
                        "every pre-training checkpoint.")
-    grouped = turns.groupby(["dataset", "estimator"])
-    details = grouped.agg(
-        layers=("layer", "size"),
-        with_turn=("turn_step", lambda s: int(s.notna().sum())),
-        distinguishable=("distinguishable", lambda s: int(s.fillna(False).astype(bool).sum())),
-        median_turn_step=("turn_step", "median"),
+    tested = turns[turns["p_value"].notna()]
+    details = tested.groupby("dataset", sort=False).agg(
+        curves=("layer", "size"),
+        turning=("distinguishable", lambda v: int(v.fillna(False).astype(bool).sum())),
+        min_p=("p_value", "min"),
     ).reset_index()
-    total = int(details["layers"].sum())
-    clear = int(details["distinguishable"].sum())
-    text = (f"Across datasets and estimators, {clear} of {total} layer curves show a turn "
-            "that rises and then falls by more than the estimator's noise (a fitting → "
-            "compression turn distinguishable from the permutation null).")
-    renyi = details[details["estimator"] == "renyi"]
-    if len(renyi) and renyi["median_turn_step"].notna().any():
-        text += (f" With the Rényi estimator the median turn is at "
-                 f"{_fmt_step(float(renyi['median_turn_step'].median()))}.")
-    if clear == 0:
-        text += (" In this study the turn is not distinguishable from noise; the paper's "
-                 "claim is not reproduced here.")
-    verdict = ("supported" if total and clear >= total / 2 else
-               "mixed" if clear else "not supported")
+    turning = tested[tested["distinguishable"].fillna(False).astype(bool)]
+    steps = turning.groupby("dataset")["turn_step"].median()
+    layers = turning.groupby("dataset")["layer"].apply(lambda v: sorted(set(int(x) for x in v)))
+    details["median_turn_step"] = details["dataset"].map(steps)
+    details["turn_layers"] = details["dataset"].map(layers)
+    with_turn = details[details["turning"] > 0]
+    text = (f"{len(with_turn)} of {len(details)} datasets show a fitting → compression turn: "
+            "null-corrected I(X;T) rises for a run of checkpoints and then falls for the rest, "
+            "beyond what a random reordering of its own changes produces, while I(T;Y) does "
+            "not fall (family-wise error ≤ 5% per finding).")
+    for _, r in with_turn.iterrows():
+        text += (f" {r['dataset']}: layers {r['turn_layers']}, median turn at "
+                 f"{_fmt_step(r['median_turn_step'])}.")
+    if with_turn.empty:
+        text += (" In this study no turn is distinguishable from a random walk of the same "
+                 "changes; the paper's claim is not reproduced here.")
+    verdict = ("supported" if len(details) and len(with_turn) == len(details) else
+               "mixed" if len(with_turn) else "not supported")
     return Finding(title, verdict, text, details)
 
 
@@ -274,24 +333,30 @@ def story(store: Store, suite: str) -> list[Finding]:
 
 
 def summarise_probes(store: Store, suite: str) -> pd.DataFrame:
-    """Return the README's headline table: per dataset, the story's probe finding.
+    """Return the README's headline table: per dataset, the story's probe verdict.
 
-    From which step every later checkpoint separates the dataset (best layer ≥ 5 points
-    over its shuffled-label control, interval above it), the share of checkpoints that
-    separate it, and the best layer at the last pre-training checkpoint with its control.
+    The first checkpoint's level (initialisation for suites starting at step 0), the step
+    from which pre-training makes the dataset more separable than that (the calibrated
+    verdict), the share of checkpoints above it, and the last checkpoint's best layer with
+    its balanced accuracy and gain over initialisation.
     """
-    details = probe_finding(all_probes(store, suite)).details
+    details = probe_details(all_probes(store, suite))
     if details.empty:
         return details
+
+    def interval(lo: pd.Series, hi: pd.Series) -> list[str]:
+        return [f"[{a:.3f}, {b:.3f}]" for a, b in zip(lo, hi, strict=True)]
+
     return pd.DataFrame({
         "dataset": details["dataset"],
-        "separable_from_step": details["first_separable"].astype("Int64"),
-        "checkpoints_separating": details["share_separating"].map("{:.0%}".format),
-        "best_layer": details["final_best_layer"],
-        "accuracy": details["final_accuracy"].round(3),
-        "ci": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(
-            details["final_accuracy_lo"], details["final_accuracy_hi"], strict=True)],
-        "control": details["final_control"].round(3),
+        "init_bacc": details["init_bacc"].round(3),
+        "init_ci": interval(details["init_lo"], details["init_hi"]),
+        "separable_at_init": details["at_init"],
+        "becomes_separable_from_step": details["onset"].astype("Int64"),
+        "checkpoints_above_init": details["share_above_init"].map("{:.0%}".format),
+        "best_layer": details["final_layer"],
+        "final_bacc": details["final_bacc"].round(3),
+        "final_ci": interval(details["final_lo"], details["final_hi"]),
+        "gain_over_init": details["gain_over_init"].round(3),
+        "gain_ci": interval(details["gain_lo"], details["gain_hi"]),
     })
-
-

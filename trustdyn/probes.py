@@ -23,12 +23,12 @@ from batching away sklearn's per-call overhead and its thread oversubscription: 
 layer and problem (``n·d² + d³/3`` flops each) measured slower still at d = 576 on CPU and
 scales far worse to d = 4096.
 
-Metrics per layer: test accuracy and AUROC (ties as in sklearn's ``roc_auc_score``) with
-seeded percentile-bootstrap 95% intervals over test rows, the same metrics for a probe fitted
-on permuted training labels (the chance level actually achieved), the mean test cross-entropy
-in bits (so ``H(Y) - CE`` lower-bounds the usable information ``I(T; Y)``), and the probe
-direction mapped back to raw activation space (unit norm) for cosines with steering vectors
-or across checkpoints.
+Metrics per layer: test accuracy, balanced accuracy and AUROC (ties as in sklearn's
+``roc_auc_score``) with seeded bootstrap intervals and standard errors over test items
+(whole groups when the rows are grouped: a TruthfulQA question, a StereoSet context, an
+SST-2 sentence pair), the same metrics for a probe fitted on permuted training labels, the
+mean test cross-entropy in bits (so ``H(Y) - CE`` lower-bounds the usable information
+``I(T; Y)``), and the probe direction mapped back to raw activation space (unit norm).
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class ProbeGrid:
     Attributes:
         accuracy: ``[L]`` test accuracy of the probe per layer.
         accuracy_ci: ``[L, 2]`` bootstrap 95% percentile interval of the accuracy.
+        accuracy_se: ``[L]`` bootstrap standard error of the accuracy.
+        balanced_accuracy: ``[L]`` mean of the per-class test accuracies (0.5 for any
+            probe that ignores its input, whatever the class balance).
+        balanced_accuracy_se: ``[L]`` its bootstrap standard error.
         auroc: ``[L]`` test AUROC.
         auroc_ci: ``[L, 2]`` bootstrap 95% percentile interval of the AUROC.
         control_accuracy: ``[L]`` test accuracy of the probe fitted on shuffled labels
@@ -73,6 +77,7 @@ class ProbeGrid:
         converged: ``[L]`` whether that probe met the gradient tolerance.
         n_train: Training rows.
         n_test: Test rows.
+        n_test_groups: Independent units the bootstrap resampled (groups, else rows).
         test_label_entropy_bits: ``H(Y)`` of the test labels in bits.
         params: Provenance: estimator, C, solver, max_iter, tol, seed, n_bootstrap,
             standardisation, control.
@@ -81,6 +86,9 @@ class ProbeGrid:
 
     accuracy: np.ndarray
     accuracy_ci: np.ndarray
+    accuracy_se: np.ndarray
+    balanced_accuracy: np.ndarray
+    balanced_accuracy_se: np.ndarray
     auroc: np.ndarray
     auroc_ci: np.ndarray
     control_accuracy: np.ndarray
@@ -91,6 +99,7 @@ class ProbeGrid:
     converged: np.ndarray
     n_train: int
     n_test: int
+    n_test_groups: int
     test_label_entropy_bits: float
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +116,9 @@ class ProbeGrid:
                 "accuracy": float(self.accuracy[layer]),
                 "accuracy_lo": float(self.accuracy_ci[layer, 0]),
                 "accuracy_hi": float(self.accuracy_ci[layer, 1]),
+                "accuracy_se": float(self.accuracy_se[layer]),
+                "balanced_accuracy": float(self.balanced_accuracy[layer]),
+                "balanced_accuracy_se": float(self.balanced_accuracy_se[layer]),
                 "auroc": float(self.auroc[layer]),
                 "auroc_lo": float(self.auroc_ci[layer, 0]),
                 "auroc_hi": float(self.auroc_ci[layer, 1]),
@@ -119,6 +131,7 @@ class ProbeGrid:
                 "converged": bool(self.converged[layer]),
                 "n_train": self.n_train,
                 "n_test": self.n_test,
+                "n_test_groups": self.n_test_groups,
             }
             for layer in range(self.n_layers)
         ]
@@ -151,6 +164,7 @@ def fit_probe_grid(
     C: float = 1.0,  # noqa: N803 (scikit-learn's name)
     seed: int = 0,
     n_bootstrap: int = 1000,
+    test_groups: np.ndarray | None = None,
     control: bool = True,
     max_iter: int = 200,
     tol: float = 1e-4,
@@ -165,6 +179,8 @@ def fit_probe_grid(
         C: Inverse regularisation strength, as in scikit-learn.
         seed: Seeds the control's label permutation and the bootstrap resamples.
         n_bootstrap: Bootstrap replicates for the 95% intervals (0: intervals are NaN).
+        test_groups: ``[m]`` group key of each test row (rows of a group are not
+            independent); the bootstrap then resamples whole groups.
         control: Also fit a probe on permuted training labels (same features, same seed).
         max_iter: L-BFGS iteration cap per problem. sklearn's default is 100; ours
             counts iterations the same way but is set higher so the probe converges.
@@ -181,6 +197,9 @@ def fit_probe_grid(
     """
     _validate_inputs(x_train, y_train, x_test, y_test, C=C, n_bootstrap=n_bootstrap,
                      max_iter=max_iter)
+    if test_groups is not None and len(test_groups) != x_test.shape[1]:
+        raise ValueError(f"test_groups has {len(test_groups)} entries for "
+                         f"{x_test.shape[1]} test rows")
     # The fit runs where the activations are (a GPU makes it much faster); scoring and
     # bootstrap need only the [L, 2, m] test logits and run on the CPU.
     y_tr = _as_binary(y_train).to(x_train.device)
@@ -194,14 +213,17 @@ def fit_probe_grid(
     logits = (torch.bmm(fit.weights, xs_test.transpose(1, 2))
               + fit.bias[..., None]).cpu()  # [L, K, m]
     real = logits[:, 0]  # [L, m]
-    boot_idx = torch.from_numpy(boot_rng.integers(0, len(y_te), size=(n_bootstrap, len(y_te))))
-    accuracy_ci, auroc_ci = bootstrap_intervals(real, y_te, boot_idx)
+    counts, n_units = bootstrap_counts(len(y_te), n_bootstrap, boot_rng, test_groups)
+    boot = bootstrap_intervals(real, y_te, counts)
     nan_layers = np.full(real.shape[0], np.nan)
     return ProbeGrid(
         accuracy=_np(accuracy(real, y_te)),
-        accuracy_ci=accuracy_ci,
+        accuracy_ci=boot.accuracy_ci,
+        accuracy_se=boot.accuracy_se,
+        balanced_accuracy=_np(balanced_accuracy(real, y_te)),
+        balanced_accuracy_se=boot.balanced_accuracy_se,
         auroc=_np(auroc(real, y_te)),
-        auroc_ci=auroc_ci,
+        auroc_ci=boot.auroc_ci,
         control_accuracy=_np(accuracy(logits[:, 1], y_te)) if control else nan_layers,
         control_auroc=_np(auroc(logits[:, 1], y_te)) if control else nan_layers.copy(),
         test_ce_bits=_np(cross_entropy_bits(real, y_te)),
@@ -210,11 +232,13 @@ def fit_probe_grid(
         converged=fit.converged[:, 0].cpu().numpy(),
         n_train=len(y_tr),
         n_test=len(y_te),
+        n_test_groups=n_units,
         test_label_entropy_bits=label_entropy_bits(y_te),
         params={
             "estimator": ESTIMATOR, "penalty": "l2", "C": C, "solver": SOLVER,
             "max_iter": max_iter, "tol": tol, "seed": seed, "n_bootstrap": n_bootstrap,
             "ci_level": CI_LEVEL, "standardisation": STANDARDISATION,
+            "bootstrap_unit": "test row" if test_groups is None else "test group",
             "control": "shuffled training labels" if control else None,
         },
     )
@@ -534,6 +558,58 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ((logits > 0) == labels.bool()).to(torch.float64).mean(dim=-1)
 
 
+def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Return ``[...]`` mean per-class accuracy of ``logits [..., m] > 0`` (NaN: one class)."""
+    ones = torch.ones((1, labels.shape[-1]), dtype=torch.float64)
+    correct = ((logits > 0) == labels.bool()).to(torch.float64).reshape(-1, labels.shape[-1])
+    return weighted_balanced_accuracy(correct, labels, ones)[:, 0].reshape(logits.shape[:-1])
+
+
+def weighted_balanced_accuracy(correct: torch.Tensor, labels: torch.Tensor,
+                                weights: torch.Tensor) -> torch.Tensor:
+    """Balanced accuracy of each row of hits under each row of sample weights.
+
+    Args:
+        correct: ``[R, m]`` 1.0 where a score row classifies test row ``j`` correctly.
+        labels: ``[m]`` 0/1 labels.
+        weights: ``[B, m]`` sample weights (e.g. :func:`bootstrap_counts`).
+
+    Returns:
+        ``[R, B]`` float64; NaN where a weighting leaves a class empty.
+
+    """
+    positive = labels.bool().to(torch.float64)
+    per_class = []
+    for mask in (positive, 1.0 - positive):
+        w = weights * mask  # [B, m]
+        total = w.sum(dim=1)  # [B]
+        hits = correct @ w.T  # [R, B]
+        per_class.append(torch.where(total > 0, hits / total.clamp_min(1e-300),
+                                     torch.full_like(hits, math.nan)))
+    return 0.5 * (per_class[0] + per_class[1])
+
+
+def bootstrap_counts(m: int, n_boot: int, rng: np.random.Generator,
+                     groups: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
+    """Return ``[B, m]`` how often each of ``m`` rows is drawn per replicate, and the units.
+
+    Without groups a replicate draws ``m`` rows with replacement. With groups it draws as
+    many groups as there are, with replacement, and every row of a drawn group comes along:
+    rows of one group (e.g. the answers to one TruthfulQA question) are not independent.
+    """
+    if groups is None:
+        draws = torch.from_numpy(rng.integers(0, m, size=(n_boot, m)))
+        counts = torch.zeros((n_boot, m), dtype=torch.float64).scatter_add_(
+            1, draws, torch.ones(draws.shape, dtype=torch.float64))
+        return counts, m
+    _, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(group_of_row.max()) + 1 if m else 0
+    drawn = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    per_group = np.stack([np.bincount(d, minlength=n_groups) for d in drawn]) if n_boot else \
+        np.zeros((0, n_groups))
+    return torch.from_numpy(per_group[:, group_of_row].astype(np.float64)), n_groups
+
+
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Area under the ROC curve along the last axis, ties counted half (as sklearn).
 
@@ -591,44 +667,68 @@ def weighted_auroc(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Te
                        torch.full_like(pairs, math.nan))
 
 
-def bootstrap_intervals(logits: torch.Tensor, labels: torch.Tensor, resamples: torch.Tensor
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile 95% intervals of accuracy and AUROC over bootstrap resamples of test rows.
+@dataclass(frozen=True)
+class BootstrapSummary:
+    """Bootstrap intervals and standard errors of the test metrics, per layer.
 
-    A replicate is represented by how often it drew each test row, so accuracy over all
-    replicates is one matrix product and AUROC a weighted Mann-Whitney sum (exactly the
-    metrics of the resampled data). The same resamples serve every layer (paired), and
-    replicates are processed in chunks so memory stays bounded for large test sets.
+    Attributes:
+        accuracy_ci: ``[L, 2]`` percentile interval of the accuracy.
+        accuracy_se: ``[L]`` standard error of the accuracy.
+        balanced_accuracy_se: ``[L]`` standard error of the balanced accuracy.
+        auroc_ci: ``[L, 2]`` percentile interval of the AUROC.
+
+    """
+
+    accuracy_ci: np.ndarray
+    accuracy_se: np.ndarray
+    balanced_accuracy_se: np.ndarray
+    auroc_ci: np.ndarray
+
+
+def bootstrap_intervals(logits: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor
+                        ) -> BootstrapSummary:
+    """Percentile 95% intervals and standard errors over bootstrap replicates of test items.
+
+    A replicate is represented by how often it drew each test row (:func:`bootstrap_counts`),
+    so accuracy over all replicates is one matrix product and AUROC a weighted
+    Mann-Whitney sum (exactly the metrics of the resampled data). The same replicates
+    serve every layer (paired), processed in chunks so memory stays bounded.
 
     Args:
         logits: ``[L, m]`` test scores per layer.
         labels: ``[m]`` 0/1 test labels.
-        resamples: ``[B, m]`` row indices of the B bootstrap replicates.
+        counts: ``[B, m]`` how often each replicate drew each row.
 
     Returns:
-        ``(accuracy_ci [L, 2], auroc_ci [L, 2])``; NaN when ``B == 0``. Replicates holding a
-        single class are skipped for the AUROC.
+        NaN everywhere when ``B == 0``. Replicates holding a single class are skipped for
+        the AUROC and the balanced accuracy.
 
     """
     n_layers, m = logits.shape
-    n_boot = resamples.shape[0]
+    n_boot = counts.shape[0]
     if n_boot == 0:
-        return np.full((n_layers, 2), np.nan), np.full((n_layers, 2), np.nan)
-    counts = torch.zeros((n_boot, m), dtype=torch.float64).scatter_add_(
-        1, resamples, torch.ones(resamples.shape, dtype=torch.float64))  # [B, m]
+        nan = np.full(n_layers, np.nan)
+        return BootstrapSummary(np.full((n_layers, 2), np.nan), nan, nan.copy(),
+                                np.full((n_layers, 2), np.nan))
+    counts = counts.to(torch.float64)
     correct = ((logits > 0) == labels.bool()).to(torch.float64)  # [L, m]
-    acc = (correct @ counts.T / m).numpy()  # [L, B]
+    acc = (correct @ counts.T / counts.sum(dim=1)).numpy()  # [L, B]
+    bacc = weighted_balanced_accuracy(correct, labels, counts).numpy()  # [L, B]
     chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(1, n_layers * m))
     auc = torch.cat([weighted_auroc(logits, labels, counts[start:start + chunk])
                      for start in range(0, n_boot, chunk)], dim=1).numpy()  # [L, B]
     tail = 100 * (1 - CI_LEVEL) / 2
     quantiles = [tail, 100 - tail]
-    acc_ci = np.percentile(acc, quantiles, axis=1).T
     auc_ci = np.full((n_layers, 2), np.nan)
     valid = ~np.isnan(auc).all(axis=1)
     if valid.any():
         auc_ci[valid] = np.nanpercentile(auc[valid], quantiles, axis=1).T
-    return acc_ci, auc_ci
+    with np.errstate(invalid="ignore"):
+        bacc_se = np.nanstd(bacc, axis=1) if np.isfinite(bacc).any() else \
+            np.full(n_layers, np.nan)
+    return BootstrapSummary(accuracy_ci=np.percentile(acc, quantiles, axis=1).T,
+                            accuracy_se=acc.std(axis=1), balanced_accuracy_se=bacc_se,
+                            auroc_ci=auc_ci)
 
 
 def cross_entropy_bits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from trustdyn.provenance import code_version
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # ---------------------------------------------------------------- the study file's vocabulary
 
@@ -118,12 +118,16 @@ _TABLES: dict[str, str] = {
         auroc DOUBLE,
         auroc_lo DOUBLE,
         auroc_hi DOUBLE,
+        accuracy_se DOUBLE,
+        balanced_accuracy DOUBLE,
+        balanced_accuracy_se DOUBLE,
         control_accuracy DOUBLE,
         control_auroc DOUBLE,
         test_ce_bits DOUBLE,
         usable_info_bits DOUBLE,
         n_train INTEGER,
         n_test INTEGER,
+        n_test_groups INTEGER,
         seed INTEGER,
         params JSON,
         code_version VARCHAR,
@@ -147,6 +151,13 @@ _TABLES: dict[str, str] = {
         value DOUBLE,
         null_mean DOUBLE,
         null_std DOUBLE,
+        corrected DOUBLE,
+        z DOUBLE,
+        se DOUBLE,
+        corrected_lo DOUBLE,
+        corrected_hi DOUBLE,
+        status VARCHAR,
+        reason VARCHAR,
         unit VARCHAR,
         n INTEGER,
         seed INTEGER,
@@ -163,6 +174,9 @@ _TABLES: dict[str, str] = {
         peak_value DOUBLE,
         fall DOUBLE,
         final_value DOUBLE,
+        statistic DOUBLE,
+        p_value DOUBLE,
+        ity_falls BOOLEAN,
         distinguishable BOOLEAN,
         params JSON,
         code_version VARCHAR,
@@ -234,12 +248,14 @@ _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked",
 
 
 _PROBE_GRID_COLUMNS = (
-    "checkpoint, dataset, layer, accuracy, accuracy_lo, accuracy_hi, auroc, auroc_lo, "
-    "auroc_hi, control_accuracy, control_auroc, usable_info_bits, n_test"
+    "checkpoint, dataset, layer, accuracy, accuracy_lo, accuracy_hi, accuracy_se, "
+    "balanced_accuracy, balanced_accuracy_se, auroc, auroc_lo, auroc_hi, control_accuracy, "
+    "control_auroc, usable_info_bits, n_test, n_test_groups"
 )
 _INFO_GRID_COLUMNS = (
     "r.checkpoint, r.dataset, r.layer, r.estimator, r.quantity, r.value, r.null_mean, "
-    "r.null_std, r.unit, r.n"
+    "r.null_std, r.corrected, r.z, r.se, r.corrected_lo, r.corrected_hi, r.status, r.reason, "
+    "r.unit, r.n"
 )
 
 
@@ -649,10 +665,10 @@ class Store:
             [suite, dataset, dataset],
         )
 
-    def probe_grid(self, suite: str, dataset: str) -> pd.DataFrame:
-        """Return one dataset's probe metrics, narrow (no JSON), with checkpoint positions.
+    def probe_grid(self, suite: str, dataset: str | None) -> pd.DataFrame:
+        """Return one dataset's probe metrics (``None``: every dataset's), with positions.
 
-        The dashboard's heatmap query, ordered by checkpoint then layer: probe metric
+        The dashboard's heatmap query (no JSON), ordered by checkpoint then layer: probe metric
         columns plus ``step``, ``tokens``, ``ordinal``, ``is_chat`` and
         ``accuracy_minus_control``.
         """

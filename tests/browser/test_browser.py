@@ -39,7 +39,7 @@ DOCS = REPO_ROOT / "docs" / "screenshots"
 PAGES = {  # url path -> (file name, a text the page must show when it has rendered)
     "": ("overview", "Build or resume the default study"),
     "probes": ("probes", "Hover a cell"),
-    "information": ("information", "Detected turns"),
+    "information": ("information", "Turn test"),
     "steering_results": ("steering-results", "Metric to plot"),
     "story": ("story", "3 · Directions from pre-training checkpoints"),
 }

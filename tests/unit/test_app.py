@@ -32,11 +32,41 @@ TIMEOUT = 120  # seconds per script run: the machine is shared, and the lab load
 # --------------------------------------------------------------------------- fixtures
 
 
+UNDEFINED_REASON = "T is X itself (X is this block's output)"
+TURNING = ("stereoset", "renyi", 1)
+"""The (dataset, estimator, layer) curve :func:`mark_study` makes turn (the default dataset)."""
+
+
+def mark_study(store: Store) -> None:
+    """Give a synthetic study what the pipeline writes and the generator does not.
+
+    Layer 0's I(X;T) is undefined (X is decoder block 0's output), the paper's nHSIC is a
+    third estimator, and one curve turns distinguishably.
+    """
+    info = store.info_results("synthetic").drop(columns=["step", "tokens", "ordinal",
+                                                         "is_chat"])
+    layer0 = ((info["layer"] == 0) & (info["quantity"] == "I(X;T)")).to_numpy()
+    numbers = ["value", "null_mean", "null_std", "corrected", "z", "se", "corrected_lo",
+               "corrected_hi"]
+    info.loc[layer0, numbers] = np.nan
+    info.loc[layer0, ["status", "reason"]] = ["undefined", UNDEFINED_REASON]
+    paper = info[info["estimator"] == "nhsic"].assign(estimator="nhsic_paper")
+    turns = store.info_turns("synthetic")
+    dataset, estimator, layer = TURNING
+    hit = ((turns["dataset"] == dataset) & (turns["estimator"] == estimator)
+           & (turns["layer"] == layer)).to_numpy()
+    assert hit.sum() == 1 and pd.notna(turns.loc[hit, "turn_step"]).all()
+    turns.loc[hit, ["p_value", "distinguishable"]] = [0.001, True]
+    store.write_units([], {"info_results": pd.concat([info[layer0], paper]),
+                           "info_turns": turns}, seconds=0.0)
+
+
 @pytest.fixture(scope="module")
 def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete synthetic study whose vectors fit the tiny test model (d=32, 3 layers)."""
     path = tmp_path_factory.mktemp("study") / "study.duckdb"
-    write_synthetic_study(path, n_checkpoints=6, n_layers=3, hidden_size=32, seed=0)
+    mark_study(write_synthetic_study(path, n_checkpoints=6, n_layers=3, hidden_size=32,
+                                     seed=0))
     return path
 
 
@@ -188,19 +218,29 @@ def test_best_layer_and_cosines(study_file: Path) -> None:
     assert vec["final_probe"].iloc[-2] == pytest.approx(1.0)  # last pre-training checkpoint
 
 
-def test_info_plane_pairs_quantities(study_file: Path) -> None:
+def test_info_plane_pairs_corrected_quantities(study_file: Path) -> None:
     store = Store(study_file)
     info = store.info_grid("synthetic", "sst2")
     probes = store.probe_grid("synthetic", "sst2")
+    assert tables.info_estimators(info) == ["renyi", "nhsic", "nhsic_paper"]
     plane = tables.info_plane(info, probes, "nhsic")
     assert len(plane) == len(probes)
     assert set(plane["x_unit"]) == {"score"}
     row = plane.iloc[5]
     expected = info[(info["checkpoint"] == row["checkpoint"]) & (info["layer"] == row["layer"])
-                    & (info["estimator"] == "nhsic") & (info["quantity"] == "I(T;Y)")]
-    assert row["ity"] == expected["value"].iloc[0]
+                    & (info["estimator"] == "nhsic") & (info["quantity"] == "I(T;Y)")].iloc[0]
+    assert row["ity"] == expected["corrected"] and row["ity_raw"] == expected["value"]
+    assert (row["ity_lo"], row["ity_hi"]) == (expected["corrected_lo"], expected["corrected_hi"])
+    assert set(plane.loc[plane["layer"] == 0, "status"]) == {"undefined"}
+    assert plane.loc[plane["layer"] == 0, "ixt"].isna().all()
     usable = tables.info_plane(info, probes, "renyi", "usable")
-    assert usable["ity_null_mean"].isna().all() and set(usable["y_unit"]) == {"bits"}
+    assert usable["ity_lo"].isna().all() and set(usable["y_unit"]) == {"bits"}
+    turns = tables.turn_points(store, "synthetic", "stereoset", "renyi")
+    assert list(turns.columns) == ["layer", "estimator", "turn_step", "peak_value", "fall",
+                                   "final_value", "statistic", "p_value", "level",
+                                   "ity_falls", "distinguishable"]
+    assert turns["distinguishable"].tolist() == [False, True, False]
+    assert turns["level"].iloc[0] == pytest.approx(0.05 / len(BUILTIN))
 
 
 def test_steering_table_order_and_gain_pairs(study_file: Path) -> None:
@@ -232,30 +272,31 @@ def test_pearson_matches_numpy_and_handles_degenerate_input() -> None:
 
 def test_story_verdicts_follow_the_data(tmp_path: Path, study_file: Path) -> None:
     story = findings.story(Store(study_file), "synthetic")
-    assert [f.verdict for f in story] == ["supported"] * 3
+    assert story[1].verdict == "mixed"  # one dataset of five has a distinguishable turn
+    assert story[1].details.set_index("dataset").loc["stereoset", "turning"] == 1
+    assert story[2].verdict == "supported"
     partial = write_synthetic_study(tmp_path / "p.duckdb", n_checkpoints=3, n_layers=2,
                                     stages=("probe",))
     verdicts = [f.verdict for f in findings.story(partial, "synthetic")]
     assert verdicts[1:] == ["no data", "no data"]
-    # A flat probe (never above its control) is reported as not supported.
     grid = Store(study_file).probe_grid("synthetic", "sst2")
-    flat = grid.assign(accuracy=0.5, accuracy_lo=0.45, accuracy_hi=0.55, control_accuracy=0.5)
-    assert findings.probe_finding(flat).verdict == "not supported"
-    # A success at initialisation that does not last does not make it "separable from 0";
-    # separable from step s means every checkpoint from s on separates.
     steps = sorted(grid["step"].unique())
-
-    def separating_at(chosen: list[int]) -> pd.DataFrame:
-        hit = grid["step"].isin(chosen)
-        return grid.assign(accuracy=np.where(hit, 0.9, 0.5), accuracy_lo=np.where(hit, 0.85, 0.45),
-                           control_accuracy=0.5)
-
-    once = findings.probe_finding(separating_at([steps[0]]))
-    assert once.details["first_separable"].isna().all() and once.verdict == "not supported"
-    assert "not separable at the end" in once.text
-    late = findings.probe_finding(separating_at([steps[0], *steps[3:]]))
-    assert late.details["first_separable"].tolist() == [steps[3]]
-    assert late.details["share_separating"].tolist() == [(len(steps) - 2) / len(steps)]
+    # A flat probe (never above chance) is reported as not supported.
+    flat = grid.assign(balanced_accuracy=0.5)
+    assert findings.probe_finding(flat).verdict == "not supported"
+    # Separability a random network already has is not learnt: no onset, not supported.
+    at_init = findings.probe_finding(grid.assign(balanced_accuracy=0.9))
+    assert at_init.details["at_init"].tolist() == [True]
+    assert at_init.details["onset"].isna().all() and at_init.verdict == "not supported"
+    assert "already separable at initialisation" in at_init.text
+    # Rising above the step-0 level from the third checkpoint on is an onset there.
+    rising = findings.probe_finding(grid.assign(
+        balanced_accuracy=np.where(grid["step"] >= steps[2], 0.9, 0.5)))
+    assert rising.details["onset"].tolist() == [steps[2]]
+    assert rising.verdict == "supported"
+    table = tables.story_probe_table(rising.details)
+    assert table["becomes separable from step"].tolist() == [f"{steps[2]:,}"]
+    assert table["separable at initialisation"].tolist() == [False]
 
 
 def test_parse_chat_models() -> None:
@@ -355,16 +396,32 @@ def test_overview_shows_suite_progress_and_cards() -> None:
     assert chart_specs(at)  # the loss curve
 
 
+def _trace(spec: dict, name: str) -> dict:
+    return next(t for t in spec["data"] if t.get("name") == name)
+
+
+def _titled(at: AppTest, words: str) -> dict:
+    return next(spec for spec in chart_specs(at) if words in spec["layout"]["title"]["text"])
+
+
 @pytest.mark.usefixtures("app_env")
-def test_probe_heatmap_follows_the_dataset_and_metric() -> None:
+def test_probe_heatmap_follows_the_dataset_and_metric(study_file: Path) -> None:
     at = run_app("pages/probes.py")
+    assert at.selectbox(key="heat_metric").value == "balanced_accuracy"  # the default
     heat = chart_specs(at)[0]
+    assert "Balanced accuracy" in heat["layout"]["title"]["text"]
+    assert "balanced accuracy" in heat["data"][0]["hovertemplate"]
     z_first = heat["data"][0]["z"]
     at.selectbox(key="probe_dataset").set_value("toxigen").run()
     assert_clean(at)
     heat2 = chart_specs(at)[0]
     assert heat2["data"][0]["z"] != z_first
     assert heat2["layout"]["title"]["text"].startswith("toxigen")
+    grid = Store(study_file).probe_grid("synthetic", "toxigen")
+    expected = grid[~grid["is_chat"]].pivot(index="layer", columns="checkpoint",
+                                            values="balanced_accuracy")
+    z = decode(heat2["data"][0]["z"]).reshape(expected.shape)
+    assert np.allclose(z, expected.to_numpy())
     at.selectbox(key="heat_metric").set_value("accuracy_minus_control").run()
     heat3 = chart_specs(at)[0]
     assert heat3["layout"]["coloraxis"]["colorscale"][0][1] != \
@@ -375,15 +432,63 @@ def test_probe_heatmap_follows_the_dataset_and_metric() -> None:
 
 
 @pytest.mark.usefixtures("app_env")
-def test_information_page_labels_nhsic_as_a_score() -> None:
+def test_probe_views_show_the_step_zero_level(study_file: Path) -> None:
+    at = run_app("pages/probes.py")
+    grid = Store(study_file).probe_grid("synthetic", at.selectbox(key="probe_dataset").value)
+    curves = _titled(at, "by checkpoint")
+    layer = at.multiselect(key="curve_layers").value[0]
+    init = _trace(curves, f"init, layer {layer}")
+    first = grid[(grid["ordinal"] == 0) & (grid["layer"] == layer)]["balanced_accuracy"]
+    assert init["line"]["dash"] == "dash"
+    assert np.allclose(decode(init["y"]), first.iloc[0])
+    best = _titled(at, "Best probe layer")
+    reference = _trace(best, "initialisation (step 0), same layer")
+    expected = tables.best_layers(grid)
+    expected = expected[~expected["is_chat"]]
+    assert np.allclose(decode(reference["y"]), expected["init_bacc"])
+    assert "init_bacc" in at.dataframe[0].value.columns
+
+
+@pytest.mark.usefixtures("app_env")
+def test_information_page_plots_corrected_values(study_file: Path) -> None:
     at = run_app("pages/information.py")
+    dataset = at.selectbox(key="info_dataset").value
+    assert dataset == TURNING[0]
+    radio = at.radio(key="info_estimator")
+    assert radio.options == list(tables.ESTIMATOR_LABELS.values())
     plane = chart_specs(at)[0]
-    assert "bits" in plane["layout"]["xaxis"]["title"]["text"]
-    at.radio(key="info_estimator").set_value("nhsic").run()
+    assert "− permutation-null mean [bits]" in plane["layout"]["xaxis"]["title"]["text"]
+    assert not any(s.get("type") == "rect" for s in plane["layout"].get("shapes", []))
+    assert [a["text"] for a in plane["layout"]["annotations"]].count(
+        "permutation-null mean") == 2
+    info = Store(study_file).info_grid("synthetic", dataset)
+    rows = info[(info["estimator"] == "renyi") & (info["quantity"] == "I(X;T)")
+                & (info["layer"] == 1) & ~info["is_chat"]]
+    layer1 = _trace(plane, "layer 1")
+    assert np.allclose(decode(layer1["x"]), rows["corrected"])  # corrected, not raw
+    assert layer1["error_x"]["visible"] and layer1["error_y"]["visible"]
+    assert np.allclose(decode(layer1["error_x"]["array"]),
+                       rows["corrected_hi"] - rows["corrected"])
+    assert "layer 0" not in [t.get("name") for t in plane["data"]]  # undefined: skipped
+    assert "turn, layer 1" in [t.get("name") for t in plane["data"]]  # distinguishable
+    assert "turn, layer 2" not in [t.get("name") for t in plane["data"]]
+    assert f"layer 0: {UNDEFINED_REASON} (I(X;T) undefined at all 7 checkpoints)" in \
+        texts(at, "caption")
+    turns = at.dataframe[0].value
+    assert list(turns.columns) == ["layer", "estimator", "turn_step", "statistic", "p_value",
+                                   "ity_falls", "distinguishable"]
+    assert "family-wise over this dataset's curves" in texts(at, "caption")
+    radio.set_value("nhsic").run()
     assert_clean(at)
     plane = chart_specs(at)[0]
-    assert "dependence score, not bits" in plane["layout"]["xaxis"]["title"]["text"]
+    assert "score, not bits" in plane["layout"]["xaxis"]["title"]["text"]
     assert "dependence score" in texts(at, "caption")
+    at.radio(key="info_estimator").set_value("nhsic_paper").run()
+    assert_clean(at)
+    assert "as in the paper" in chart_specs(at)[0]["layout"]["title"]["text"]
+    at.radio(key="info_ity").set_value("usable").run()
+    assert_clean(at)
+    assert chart_specs(at)[0]["layout"]["yaxis"]["title"]["text"] == "I(T;Y) [bits]"
 
 
 @pytest.mark.usefixtures("app_env")
@@ -402,8 +507,22 @@ def test_steering_results_table_and_dataset_switch() -> None:
 @pytest.mark.usefixtures("app_env")
 def test_story_states_its_verdicts() -> None:
     at = run_app("pages/story.py")
+    assert_clean(at)
     assert len(at.header) == 3
-    assert texts(at, "success").count("In this study: supported") == 3
+    stated = texts(at, "success") + texts(at, "info") + texts(at, "warning")
+    assert stated.count("In this study: ") == 3
+    assert "not learnt" in texts(at, "markdown")
+    probe_table = next(d.value for d in at.dataframe
+                       if "separable at initialisation" in d.value.columns)
+    assert list(probe_table.columns) == [
+        "dataset", "step-0 balanced accuracy [95%]", "separable at initialisation",
+        "becomes separable from step", "checkpoints above init",
+        "last checkpoint: balanced accuracy [95%]", "gain over initialisation [95%]"]
+    assert len(probe_table) == len(BUILTIN)
+    assert probe_table["step-0 balanced accuracy [95%]"].str.match(
+        r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\] at layer \d").all()
+    info_table = next(d.value for d in at.dataframe if "median_turn_step" in d.value.columns)
+    assert info_table.set_index("dataset").loc[TURNING[0], "turning"] == 1
 
 
 def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatch,

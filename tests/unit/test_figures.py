@@ -61,6 +61,21 @@ def test_heatmap_draws_the_pivoted_metric_with_chat_apart(grid: pd.DataFrame) ->
     assert "control" in pre.hovertemplate
 
 
+def test_heatmap_defaults_to_balanced_accuracy_with_its_interval(grid: pd.DataFrame) -> None:
+    assert next(iter(tables.PROBE_METRICS)) == "balanced_accuracy"
+    fig = figures.probe_heatmap(grid)
+    pre = fig.data[0]
+    expected = grid[~grid["is_chat"]].pivot(index="layer", columns="checkpoint",
+                                            values="balanced_accuracy")
+    assert np.allclose(np.asarray(pre.z), expected.to_numpy())
+    assert "Balanced accuracy" in fig.layout.title.text
+    custom = np.asarray(pre.customdata)
+    first = grid.iloc[0]
+    assert custom[0, 0, 10] == pytest.approx(first["balanced_accuracy"])
+    assert custom[0, 0, 11] == pytest.approx(1.96 * first["balanced_accuracy_se"], rel=1e-3)
+    assert "balanced accuracy %{customdata[10]:.3f} ± %{customdata[11]:.3f}" in pre.hovertemplate
+
+
 def test_heatmap_difference_metric_is_centred(grid: pd.DataFrame) -> None:
     fig = figures.probe_heatmap(grid, metric="accuracy_minus_control")
     axis = fig.layout.coloraxis
@@ -68,7 +83,7 @@ def test_heatmap_difference_metric_is_centred(grid: pd.DataFrame) -> None:
 
 
 def test_curves_have_bands_controls_and_a_chat_star(grid: pd.DataFrame) -> None:
-    fig = figures.probe_curves(grid, layers=[0, 2])
+    fig = figures.probe_curves(grid, layers=[0, 2], metric="accuracy")
     line = _by_name(fig, "layer 2")
     rows = grid[(grid["layer"] == 2) & ~grid["is_chat"]]
     assert np.allclose(line.y, rows["accuracy"])
@@ -79,8 +94,26 @@ def test_curves_have_bands_controls_and_a_chat_star(grid: pd.DataFrame) -> None:
     assert len(controls) == 2
     stars = [t for t in fig.data if t.marker and t.marker.symbol == "star"]
     assert len(stars) == 2 and stars[0].x[0] > max(line.x)
-    no_control = figures.probe_curves(grid, layers=[0], show_control=False)
+    no_control = figures.probe_curves(grid, layers=[0], metric="accuracy", show_control=False)
     assert not [t for t in no_control.data if t.name and t.name.startswith("control")]
+
+
+def test_curves_show_the_step_zero_level_per_layer(grid: pd.DataFrame) -> None:
+    fig = figures.probe_curves(grid, layers=[0, 2])  # balanced accuracy by default
+    for layer in (0, 2):
+        rows = grid[(grid["layer"] == layer) & ~grid["is_chat"]]
+        assert int(rows["step"].iloc[0]) == 0
+        init = _by_name(fig, f"init, layer {layer}")
+        assert init.line.dash == "dash"
+        assert np.allclose(init.y, rows["balanced_accuracy"].iloc[0])
+        assert "initialisation (step 0)" in init.hovertemplate
+        assert np.allclose(_by_name(fig, f"layer {layer}").y, rows["balanced_accuracy"])
+    # Balanced accuracy's interval comes from its standard error; it has no stored control.
+    rows = grid[(grid["layer"] == 0) & ~grid["is_chat"]]
+    band = next(t for t in fig.data if t.fill == "toself")
+    assert np.allclose(band.y[: len(rows)],
+                       rows["balanced_accuracy"] + tables.Z95 * rows["balanced_accuracy_se"])
+    assert not [t for t in fig.data if t.name and t.name.startswith("control")]
 
 
 def test_empty_inputs_give_a_message_not_an_error(grid: pd.DataFrame) -> None:
@@ -99,26 +132,113 @@ def test_cosine_heatmap_is_fixed_to_minus_one_one(store: Store) -> None:
     assert np.allclose(np.asarray(fig.data[0].z), matrix.to_numpy())
 
 
-def test_information_plane_marks_turns_and_nulls(store: Store, grid: pd.DataFrame) -> None:
+UNDEFINED = "T is X itself (X is this block's output)"
+
+
+@pytest.fixture(scope="module")
+def info(store: Store) -> pd.DataFrame:
+    """truthfulqa's estimates with layer 0's I(X;T) undefined, as the pipeline stores it."""
     info = store.info_grid("synthetic", "truthfulqa")
-    plane = tables.info_plane(info, grid, "renyi")
+    layer0 = ((info["layer"] == 0) & (info["quantity"] == "I(X;T)")).to_numpy()
+    numbers = ["value", "null_mean", "null_std", "corrected", "z", "se", "corrected_lo",
+               "corrected_hi"]
+    info.loc[layer0, numbers] = np.nan
+    info.loc[layer0, "status"] = "undefined"
+    info.loc[layer0, "reason"] = UNDEFINED
+    return info
+
+
+@pytest.fixture(scope="module")
+def turns(store: Store, grid: pd.DataFrame) -> pd.DataFrame:
+    """Stored renyi turns, with layer 1 turning at step 22 and layer 2 a peak that does not."""
     turns = tables.turn_points(store, "synthetic", "truthfulqa", "renyi")
-    fig = figures.info_plane_figure(plane, turns, estimator="renyi", layers=[1])
-    turn_step = int(turns.loc[turns["layer"] == 1, "turn_step"].iloc[0])
-    point = plane[(plane["layer"] == 1) & (plane["step"] == turn_step)].iloc[0]
+    turns["turn_step"] = turns["turn_step"].astype("Int64")
+    turns.loc[turns["layer"] == 1, ["turn_step", "p_value", "distinguishable"]] = \
+        [22, 0.001, True]
+    turns.loc[turns["layer"] == 2, ["turn_step", "p_value", "distinguishable"]] = \
+        [465, 0.4, False]
+    return turns
+
+
+def test_info_plane_table_is_null_corrected(info: pd.DataFrame, grid: pd.DataFrame) -> None:
+    plane = tables.info_plane(info, grid, "renyi")
+    assert list(plane.columns) == [
+        "checkpoint", "step", "tokens", "is_chat", "ordinal", "layer", "ixt", "ixt_lo",
+        "ixt_hi", "ixt_raw", "ity", "ity_lo", "ity_hi", "ity_raw", "x_unit", "y_unit",
+        "status", "reason"]
+    rows = info[(info["estimator"] == "renyi") & (info["quantity"] == "I(X;T)")]
+    merged = plane.merge(rows, on=["checkpoint", "layer"])
+    ok = merged["status_y"] == "ok"
+    assert np.allclose(merged.loc[ok, "ixt"], merged.loc[ok, "corrected"])
+    assert np.allclose(merged.loc[ok, "ixt_raw"], merged.loc[ok, "value"])
+    assert not np.allclose(merged.loc[ok, "ixt"], merged.loc[ok, "value"])
+    assert np.allclose(merged.loc[ok, "ixt_hi"], merged.loc[ok, "corrected_hi"])
+    undefined = plane[plane["layer"] == 0]
+    assert (undefined["status"] == "undefined").all() and undefined["ixt"].isna().all()
+    assert undefined["ity"].notna().all()  # only I(X;T) is undefined at layer 0
+    assert undefined["reason"].str.contains("I(X;T): T is X itself", regex=False).all()
+    assert (plane.loc[plane["layer"] > 0, "status"] == "ok").all()
+    notes = tables.undefined_notes(tables.undefined_estimates(info, "renyi"))
+    assert notes == [f"layer 0: {UNDEFINED} (I(X;T) undefined at all 6 checkpoints)"]
+    assert len(tables.undefined_estimates(info, "nhsic")) == 1
+    usable = tables.info_plane(info, grid, "renyi", "usable")
+    assert usable["ity_lo"].isna().all()
+    assert np.allclose(usable["ity"], usable["ity_raw"])
+
+
+def test_information_plane_draws_corrected_points_with_intervals(
+        info: pd.DataFrame, grid: pd.DataFrame, turns: pd.DataFrame) -> None:
+    plane = tables.info_plane(info, grid, "renyi")
+    fig = figures.info_plane_figure(plane, turns, estimator="renyi")
+    names = [t.name for t in fig.data]
+    assert "layer 0" not in names  # every layer-0 point is undefined: skipped, not drawn
+    line = _by_name(fig, "layer 1")
+    rows = plane[(plane["layer"] == 1) & ~plane["is_chat"]]
+    assert np.allclose(line.x, rows["ixt"]) and np.allclose(line.y, rows["ity"])
+    assert not np.allclose(line.x, rows["ixt_raw"])
+    assert line.error_x.visible and line.error_y.visible
+    assert np.allclose(line.error_x.array, rows["ixt_hi"] - rows["ixt"])
+    assert np.allclose(line.error_y.arrayminus, rows["ity"] - rows["ity_lo"])
+    # Only the distinguishable turn is marked, at its corrected point.
+    assert "turn, layer 2" not in names
     marker = _by_name(fig, "turn, layer 1")
-    assert marker.x[0] == pytest.approx(point["ixt"]) and marker.y[0] == pytest.approx(
-        point["ity"])
-    assert len(fig.layout.shapes) == 2  # null bands along both axes
-    top = (plane["ity_null_mean"] + 2 * plane["ity_null_std"]).max()
-    along_y = next(s for s in fig.layout.shapes if s.yref == "y")
-    assert (along_y.y0, along_y.y1) == (0, pytest.approx(top))
-    assert "[bits]" in fig.layout.xaxis.title.text
-    nhsic = figures.info_plane_figure(tables.info_plane(info, grid, "nhsic"), turns,
+    point = rows[rows["step"] == 22].iloc[0]
+    assert (marker.x[0], marker.y[0]) == (pytest.approx(point["ixt"]),
+                                          pytest.approx(point["ity"]))
+    # Zero lines (the permutation-null mean) replace the grey null bands.
+    assert sorted(s.type for s in fig.layout.shapes) == ["line", "line"]
+    assert {(s.x0, s.x1) for s in fig.layout.shapes if s.xref == "x"} == {(0, 0)}
+    assert {(s.y0, s.y1) for s in fig.layout.shapes if s.yref == "y"} == {(0, 0)}
+    labels = [a.text for a in fig.layout.annotations]
+    assert labels.count("permutation-null mean") == 2
+    assert "− permutation-null mean [bits]" in fig.layout.xaxis.title.text
+    assert "matrix Rényi entropy (bits)" in fig.layout.title.text
+    nhsic = figures.info_plane_figure(tables.info_plane(info, grid, "nhsic"), turns.iloc[:0],
                                       estimator="nhsic")
-    assert "not bits" in nhsic.layout.yaxis.title.text
-    by_step = figures.info_vs_step_figure(plane, turns, layers=[0, 1])
-    assert sum(1 for t in by_step.data if t.name == "layer 0") == 2  # both quantities
+    assert "score, not bits" in nhsic.layout.yaxis.title.text
+    usable = figures.info_plane_figure(tables.info_plane(info, grid, "renyi", "usable"), turns,
+                                       estimator="renyi", ity_source="usable")
+    assert len(usable.layout.shapes) == 1  # usable information has no null to correct by
+    assert usable.layout.yaxis.title.text == "I(T;Y) [bits]"
+    assert not _by_name(usable, "layer 1").error_y.visible
+
+
+def test_information_against_step_has_bands_and_skips_undefined(
+        info: pd.DataFrame, grid: pd.DataFrame, turns: pd.DataFrame) -> None:
+    plane = tables.info_plane(info, grid, "renyi")
+    fig = figures.info_vs_step_figure(plane, turns, layers=[0, 1, 2], scale="linear")
+    lines = [t for t in fig.data if t.name == "layer 0"]
+    assert len(lines) == 1 and lines[0].yaxis == "y2"  # only I(T;Y): I(X;T) is undefined
+    top = next(t for t in fig.data if t.name == "layer 1" and t.yaxis == "y")
+    rows = plane[(plane["layer"] == 1) & ~plane["is_chat"]]
+    assert np.allclose(top.y, rows["ixt"])
+    band = next(t for t in fig.data if t.name == "layer 1 95% interval" and t.yaxis == "y")
+    assert np.allclose(band.y[: len(rows)], rows["ixt_hi"])
+    assert np.allclose(band.y[len(rows):], rows["ixt_lo"][::-1])
+    zero = [s for s in fig.layout.shapes if s.y0 == 0 and s.y1 == 0]
+    assert len(zero) == 2  # one null-mean line per quantity
+    turns_drawn = [s for s in fig.layout.shapes if s.line.dash == "dot"]
+    assert [s.x0 for s in turns_drawn] == [22]  # only the distinguishable turn
 
 
 def test_steering_bars_show_intervals_and_the_baseline(store: Store) -> None:
@@ -161,9 +281,16 @@ def test_loss_curve_and_best_layer(store: Store, grid: pd.DataFrame, tmp_path: P
     fig = figures.loss_curve(ckpts)
     assert np.allclose(_by_name(fig, "training loss").y,
                        ckpts.loc[~ckpts["is_chat"], "train_loss"])
-    best = findings.best_layer_per_checkpoint(grid)
+    best = tables.best_layers(grid)
+    pre = best[~best["is_chat"]]
     fig = figures.best_layer_figure(best, n_layers=3)
-    assert list(fig.data[0].y) == list(best.loc[~best["is_chat"], "best_layer"])
+    assert list(_by_name(fig, "which layer").y) == list(pre["best_layer"])
+    assert np.allclose(_by_name(fig, "best layer").y, pre["balanced_accuracy"])
+    init = _by_name(fig, "initialisation (step 0), same layer")
+    assert init.line.dash == "dash"
+    first = grid[grid["ordinal"] == 0].set_index("layer")["balanced_accuracy"]
+    assert np.allclose(init.y, first.loc[pre["best_layer"]].to_numpy())
+    assert np.allclose(pre["gain_over_init"], pre["balanced_accuracy"] - pre["init_bacc"])
     assert _by_name(fig, "chat model").marker.symbol == "star"
     assert figures.loss_curve(ckpts.assign(train_loss=None, heldout_loss=None)).layout.annotations
 

@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,8 +14,8 @@ from hypothesis import strategies as st
 
 from trustdyn.information import (
     InformationError,
-    detect_turns,
     gaussian_gram,
+    half_samples,
     hsic_sensitivity,
     information_grid,
     kernel_width,
@@ -288,7 +287,8 @@ def grid_inputs(n: int = 64, n_layers: int = 3, d: int = 8, seed: int = 9
 def test_grid_matches_standalone_estimators_and_nulls() -> None:
     blocks, x, y = grid_inputs()
     grid = information_grid(blocks, x, y, seed=2, n_permutations=6)
-    assert len(grid) == 3 * 2 * 2
+    assert len(grid) == 3 * 3 * 2  # layers x (renyi, nhsic, nhsic_paper) x quantities
+    assert all(e.status == "ok" and e.reason is None for e in grid)
     by_key = {(e.layer, e.estimator, e.quantity): e for e in grid}
     standalone: dict[str, Callable[..., float]] = {
         "renyi": renyi_mutual_information, "nhsic": normalised_hsic}
@@ -313,11 +313,12 @@ def test_grid_is_deterministic_and_labels_layers() -> None:
     first = information_grid(blocks, x, y, seed=0, n_permutations=4, layers=[3, 7])
     again = information_grid(blocks.double().numpy(), x.numpy(), y, seed=0, n_permutations=4,
                              layers=[3, 7])
-    assert [e.layer for e in first] == [3, 3, 3, 3, 7, 7, 7, 7]
+    assert [e.layer for e in first] == [3] * 6 + [7] * 6
     for e, f in zip(first, again, strict=True):
         assert (e.layer, e.estimator, e.quantity) == (f.layer, f.estimator, f.quantity)
         assert e.value == pytest.approx(f.value, abs=1e-9)
         assert e.null_std == pytest.approx(f.null_std, abs=1e-9)
+        assert e.se == pytest.approx(f.se, abs=1e-9)
     other = information_grid(blocks, x, y, seed=1, n_permutations=4, layers=[3, 7])
     assert [e.null_mean for e in other] != [e.null_mean for e in first]
     only = information_grid(blocks, x, y, n_permutations=3, estimators=["nhsic"])
@@ -330,8 +331,8 @@ def test_grid_results_do_not_depend_on_workers_and_threads_are_restored() -> Non
     serial = information_grid(blocks, x, y, n_permutations=5, workers=1)
     assert torch.get_num_threads() == 2
     parallel = information_grid(blocks, x, y, n_permutations=5, workers=3)
-    assert [(e.value, e.null_mean, e.null_std) for e in serial] == [
-        (e.value, e.null_mean, e.null_std) for e in parallel]
+    assert [(e.value, e.null_mean, e.null_std, e.se) for e in serial] == [
+        (e.value, e.null_mean, e.null_std, e.se) for e in parallel]
     with pytest.raises(InformationError, match="workers"):
         information_grid(blocks, x, y, workers=0)
 
@@ -356,6 +357,249 @@ def test_grid_rejects_bad_settings() -> None:
         information_grid(blocks, x, y, layers=[0])
     with pytest.raises(InformationError, match="alpha"):
         information_grid(blocks, x, y, alpha=0.0)
+    with pytest.raises(InformationError, match="n_resamples"):
+        information_grid(blocks, x, y, n_resamples=1)
+    with pytest.raises(InformationError, match="groups must be 1-D"):
+        information_grid(blocks, x, y, groups=np.arange(10))
+    with pytest.raises(InformationError, match="at least 4 groups"):
+        information_grid(blocks, x, y, groups=np.arange(64) % 3)
+    if not torch.cuda.is_available():
+        with pytest.raises(InformationError, match="CUDA is not available"):
+            information_grid(blocks, x, y, device="cuda")
+
+
+# --- undefined estimates, half-sample errors, the paper's estimator ---------------------------
+
+NUMBERS = ("value", "null_mean", "null_std", "corrected", "z", "se", "corrected_lo",
+           "corrected_hi")
+
+
+def rows_by_key(grid: list) -> dict:
+    return {(e.layer, e.estimator, e.quantity): e for e in grid}
+
+
+def assert_undefined(e, reason: str) -> None:
+    assert e.status == "undefined", (e.layer, e.estimator, e.quantity)
+    assert e.reason is not None and reason in e.reason, e.reason
+    assert all(math.isnan(getattr(e, name)) for name in NUMBERS), e
+
+
+def assert_same_numbers(e, f) -> None:
+    assert e.status == f.status == "ok" and e.reason is None
+    for name in NUMBERS:
+        assert getattr(e, name) == pytest.approx(getattr(f, name), rel=1e-9, abs=1e-12), name
+
+
+def test_ok_rows_carry_corrected_z_and_interval() -> None:
+    blocks, x, y = grid_inputs()
+    grid = information_grid(blocks, x, y, seed=1, n_permutations=5, n_resamples=6)
+    assert {e.estimator for e in grid} == {"renyi", "nhsic", "nhsic_paper"}
+    for e in grid:
+        assert e.status == "ok" and e.reason is None
+        assert e.corrected == e.value - e.null_mean
+        assert e.z == e.corrected / e.null_std
+        assert e.se > 0
+        assert e.corrected_lo == e.corrected - 1.959964 * e.se
+        assert e.corrected_hi == e.corrected + 1.959964 * e.se
+        assert e.corrected_lo < e.corrected < e.corrected_hi
+        assert e.params["n_resamples"] == 6 and e.params["resample_unit"] == "rows"
+    none = information_grid(blocks, x, y, seed=1, n_permutations=5, n_resamples=0)
+    for e, f in zip(grid, none, strict=True):
+        assert (e.value, e.null_mean, e.null_std) == (f.value, f.null_mean, f.null_std)
+        assert f.status == "ok" and math.isnan(f.se) and math.isnan(f.corrected_hi)
+    same = information_grid(blocks, x, y, seed=1, n_permutations=5, n_resamples=6,
+                            device="cpu")
+    assert [(e.value, e.null_std, e.se) for e in same] == [
+        (e.value, e.null_std, e.se) for e in grid]
+
+
+@pytest.mark.parametrize("offset", [0.0, 12.0])
+def test_constant_x_makes_every_ixt_undefined_but_not_ity(offset: float) -> None:
+    blocks, x, y = grid_inputs()
+    base = rows_by_key(information_grid(blocks, x, y, n_permutations=4, n_resamples=4))
+    gen = torch.Generator().manual_seed(0)
+    # The same vector on every statement, up to 1e-9 noise (or exactly zero).
+    flat = offset * torch.ones_like(x, dtype=torch.float64) + (
+        1e-9 * torch.randn(x.shape, generator=gen, dtype=torch.float64) if offset else 0.0)
+    grid = information_grid(blocks, flat, y, n_permutations=4, n_resamples=4)
+    assert len(grid) == 18
+    for e in grid:
+        if e.quantity == "I(X;T)":
+            assert_undefined(e, "constant representation: X is (almost) the same vector")
+            assert "so I(X;T) measures nothing about the input" in e.reason
+        else:
+            assert_same_numbers(e, base[(e.layer, e.estimator, e.quantity)])
+
+
+def test_a_constant_layer_is_undefined_for_that_layer_only() -> None:
+    blocks, x, y = grid_inputs()
+    blocks = blocks.double()
+    base = rows_by_key(information_grid(blocks, x, y, n_permutations=4, n_resamples=4))
+    flat = blocks.clone()
+    row = torch.linspace(-1, 1, 8, dtype=torch.float64)
+    flat[1] = row  # every statement the same vector
+    grid = information_grid(flat, x, y, n_permutations=4, n_resamples=4)
+    for e in grid:
+        if e.layer == 1:
+            assert_undefined(e, "constant representation: T (layer 1)")
+            assert f"(median pairwise distance 0 vs RMS norm {float(row.norm()):.3g})" in e.reason
+            assert f"so {e.quantity} measures nothing about this layer" in e.reason
+        else:
+            assert_same_numbers(e, base[(e.layer, e.estimator, e.quantity)])
+
+
+def test_a_null_without_spread_is_undefined() -> None:
+    # With the fixed width σ = 50·√d and rows 10⁴ apart, layer 1's Gram is exactly the
+    # identity: every permutation gives the same value, so there is no chance variation.
+    blocks, x, y = grid_inputs()
+    far = blocks.double().clone()
+    far[1] *= 1e4
+    grid = information_grid(far, x, y, n_permutations=4, n_resamples=4,
+                            width_rule="paper_fixed")
+    for e in grid:
+        if e.layer == 1:
+            assert_undefined(e, "the permutation null has no spread, so the estimate cannot "
+                                "be compared with chance")
+        else:
+            assert e.status == "ok" and e.null_std > 0
+
+
+def test_x_is_layer_leaves_that_layers_ixt_undefined() -> None:
+    blocks, _, y = grid_inputs()
+    base = rows_by_key(information_grid(blocks, blocks[0], y, n_permutations=4, n_resamples=4))
+    grid = information_grid(blocks, blocks[0], y, n_permutations=4, n_resamples=4,
+                            x_is_layer=0)
+    for e in grid:
+        if e.layer == 0 and e.quantity == "I(X;T)":
+            assert_undefined(e, "T is X itself (X is this block's output)")
+        else:
+            assert_same_numbers(e, base[(e.layer, e.estimator, e.quantity)])
+            assert e.params["x_is_layer"] == 0
+    # Layer ids come from ``layers``: x_is_layer=0 matches no block here.
+    shifted = information_grid(blocks, blocks[0], y, n_permutations=4, n_resamples=4,
+                               layers=[1, 2, 3], x_is_layer=0)
+    assert all(e.status == "ok" for e in shifted)
+
+
+def test_half_samples_keep_groups_together() -> None:
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 7, size=31)  # 31 groups of 1-6 rows, odd count
+    labels = np.repeat([f"q{i}" for i in range(31)], sizes)
+    rng.shuffle(labels)
+    samples = half_samples(labels.size, 400, seed=3, groups=labels)
+    assert len(samples) == 400
+    counts = {g: 0 for g in np.unique(labels)}
+    for rows in samples:
+        assert rows.dtype == np.int64 and np.all(np.diff(rows) > 0)
+        kept = set(labels[rows])
+        assert len(kept) == 15  # floor(31 / 2) whole groups ...
+        assert rows.size == int(np.isin(labels, list(kept)).sum())  # ... with all their rows
+        for g in kept:
+            counts[g] += 1
+    assert all(abs(c / 400 - 15 / 31) < 0.1 for c in counts.values())
+    again = half_samples(labels.size, 400, seed=3, groups=labels)
+    assert all(np.array_equal(a, b) for a, b in zip(samples, again, strict=True))
+    other = half_samples(labels.size, 400, seed=4, groups=labels)
+    assert not all(np.array_equal(a, b) for a, b in zip(samples, other, strict=True))
+    plain = half_samples(10, 5, seed=0)
+    assert all(r.size == 5 and np.unique(r).size == 5 and r.max() < 10 for r in plain)
+    assert half_samples(10, 0, seed=0) == []
+
+
+def test_half_sample_stream_is_independent_of_the_permutations() -> None:
+    blocks, x, y = grid_inputs(n_layers=2)
+    few = information_grid(blocks, x, y, n_permutations=3, n_resamples=5)
+    more = information_grid(blocks, x, y, n_permutations=8, n_resamples=5)
+    assert [e.se for e in few] == [e.se for e in more]
+    assert [e.null_mean for e in few] != [e.null_mean for e in more]
+
+
+def test_grouped_half_samples_see_duplicates_as_one_statement() -> None:
+    # 64 distinct statements, each repeated 4x. Every estimator is invariant to repeating
+    # all rows equally (with fixed widths), so grouping the copies must reproduce the
+    # 64-row answer exactly, value and se; treating copies as independent rows must not:
+    # each half then still sees most statements, which understates the se.
+    blocks, x, y = grid_inputs(n=64, n_layers=2, d=6, seed=4)
+    blocks, x = 40 * blocks.double(), 40 * x.double()
+    rep = np.repeat(np.arange(64), 4)
+    kwargs = {"n_permutations": 3, "n_resamples": 20, "seed": 5, "width_rule": "paper_fixed"}
+    base = information_grid(blocks, x, y, **kwargs)
+    grouped = information_grid(blocks[:, rep], x[rep], y[rep], groups=rep, **kwargs)
+    rows = information_grid(blocks[:, rep], x[rep], y[rep], **kwargs)
+    for b, g, r in zip(base, grouped, rows, strict=True):
+        assert (b.layer, b.estimator, b.quantity) == (g.layer, g.estimator, g.quantity)
+        assert g.value == pytest.approx(b.value, rel=1e-7)
+        assert g.se == pytest.approx(b.se, rel=1e-6)
+        assert g.se > 0
+        assert g.params["resample_unit"] == "groups" and g.params["n_groups"] == 64
+        assert r.params["resample_unit"] == "rows" and r.params["n_groups"] == 256
+        if (g.estimator, g.quantity) != ("nhsic_paper", "I(X;T)"):
+            assert r.se < 0.8 * g.se, (g.estimator, g.quantity, r.se, g.se)
+        # The reference's ε = 1e-5 makes its I(X;T) close to the number of distinct rows,
+        # so with ungrouped copies it mostly tracks how many distinct statements a half
+        # happened to draw: a different artefact, not a smaller se.
+
+
+def reference_hsic_normalized_cca(x, y, sigma: float = 50.0) -> float:
+    """Transcription of HSIC-bottleneck's hsic_normalized_cca (kernelmat, distmat), float64."""
+    def distmat(a: torch.Tensor) -> torch.Tensor:
+        r = torch.sum(a * a, 1).view([-1, 1])
+        prod = torch.mm(a, torch.transpose(a, 0, 1))
+        return torch.abs(r.expand_as(prod) - 2 * prod + torch.transpose(r, 0, 1).expand_as(prod))
+
+    def kernelmat(a: torch.Tensor) -> torch.Tensor:
+        m = int(a.size()[0])
+        h = torch.eye(m, dtype=torch.float64) - (1.0 / m) * torch.ones([m, m], dtype=torch.float64)
+        variance = 2.0 * sigma * sigma * a.size()[1]
+        return torch.mm(torch.exp(-distmat(a) / variance), h)
+
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.float64)
+    x, y = (x.view(-1, 1) if x.ndim == 1 else x), (y.view(-1, 1) if y.ndim == 1 else y)
+    m = int(x.size()[0])
+    kxc, kyc = kernelmat(x), kernelmat(y)
+    epsilon = 1e-5
+    k_i = torch.eye(m, dtype=torch.float64)
+    rx = kxc.mm(torch.inverse(kxc + epsilon * m * k_i))
+    ry = kyc.mm(torch.inverse(kyc + epsilon * m * k_i))
+    return float(torch.sum(torch.mul(rx, ry.t())))
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_nhsic_paper_is_the_reference_hsic_normalized_cca(scale: float) -> None:
+    blocks, x, y = grid_inputs(n=72, n_layers=2, seed=11)
+    blocks, x = scale * blocks.double(), scale * x.double()
+    grid = information_grid(blocks, x, y, seed=3, n_permutations=4, n_resamples=0,
+                            estimators=["nhsic_paper"])
+    assert len(grid) == 4
+    for e in grid:
+        t = blocks[e.layer]
+        pair = (x, t) if e.quantity == "I(X;T)" else (t, y.astype(np.float64))
+        assert e.value == pytest.approx(reference_hsic_normalized_cca(*pair), rel=1e-7)
+        mean, std = permutation_null(reference_hsic_normalized_cca, *pair, n_permutations=4,
+                                     seed=3)
+        assert (e.null_mean, e.null_std) == pytest.approx((mean, std), rel=1e-6)
+        assert e.unit == "score" and e.status == "ok"
+        assert {"estimator": "nhsic_reference", "sigma": "50*sqrt(d)", "ridge": 1e-5,
+                "label_kernel": "gaussian on 0/1 labels, sigma 50"}.items() <= e.params.items()
+        assert e.params["sigma_t"] == pytest.approx(50 * math.sqrt(8))
+
+
+def test_reference_resolvent_falls_back_to_a_general_inverse() -> None:
+    # A non-PSD "Gram" whose centred form has eigenvalues near −1: Cholesky of G + εnI
+    # fails, the reference's explicit inverse does not.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    k = -(a @ a.T) / 12
+    with pytest.raises(InformationError, match="Cholesky failed"):
+        resolvent(k, 1e-5)
+    r = resolvent(torch.stack([torch.eye(12, dtype=torch.float64), k]), 1e-5,
+                  solve_fallback=True)
+    h = torch.eye(12, dtype=torch.float64) - 1.0 / 12
+    k_c = k @ h
+    expected = h @ k_c @ torch.linalg.inv(k_c + 1e-5 * 12 * torch.eye(12, dtype=torch.float64))
+    assert torch.allclose(r[1], expected, atol=1e-8)
+    assert torch.allclose(r[0], resolvent(torch.eye(12, dtype=torch.float64), 1e-5))
 
 
 # --- usable information -------------------------------------------------------------------------
@@ -372,76 +616,3 @@ def test_usable_information_bits() -> None:
     np.testing.assert_allclose(from_tensor, [0.5, 0.0])
     with pytest.raises(InformationError, match="non-negative"):
         usable_information_bits(-0.1, labels)
-
-
-# --- turn detection ---------------------------------------------------------------------------
-
-
-def curve_frame(values: np.ndarray, null_std: float, steps: np.ndarray | None = None,
-                layer: int = 0, dataset: str = "d", estimator: str = "renyi") -> pd.DataFrame:
-    steps = np.arange(len(values)) * 10 if steps is None else steps
-    return pd.DataFrame({"step": steps, "layer": layer, "dataset": dataset,
-                         "estimator": estimator, "value": values, "null_std": null_std})
-
-
-def test_turn_found_at_the_peak_of_a_rise_then_fall() -> None:
-    rng = np.random.default_rng(0)
-    steps = np.array([0, 5, 10, 20, 40, 60, 80, 120, 160, 200, 300, 400])
-    trend = np.array([1.0, 1.3, 1.6, 1.9, 2.2, 2.0, 1.8, 1.7, 1.6, 1.55, 1.5, 1.5])
-    values = trend + rng.normal(0, 0.02, trend.size)
-    out = detect_turns(curve_frame(values, 0.02, steps))
-    row = out.iloc[0]
-    assert row["turn_step"] == 40
-    assert bool(row["distinguishable"])
-    assert row["peak_value"] == pytest.approx(values[4])
-    assert row["fall"] == pytest.approx(values[4] - values[5:].min())
-    assert row["final_value"] == pytest.approx(values[-1])
-
-
-def test_flat_noisy_curves_are_not_distinguishable() -> None:
-    rng = np.random.default_rng(1)
-    frames = [curve_frame(1.0 + rng.normal(0, 0.05, 25), 0.05, layer=i) for i in range(20)]
-    out = detect_turns(pd.concat(frames))
-    assert len(out) == 20
-    assert not out["distinguishable"].any()
-
-
-def test_noise_beyond_the_null_is_not_mistaken_for_a_turn() -> None:
-    # The null std says 0.001, but the curve scatters by 0.05: the second-difference noise
-    # estimate must catch it.
-    rng = np.random.default_rng(2)
-    frames = [curve_frame(1.0 + rng.normal(0, 0.05, 25), 0.001, layer=i) for i in range(20)]
-    assert not detect_turns(pd.concat(frames))["distinguishable"].any()
-
-
-def test_monotone_curves_have_no_turn() -> None:
-    rising = detect_turns(curve_frame(np.linspace(1, 2, 10), 0.01)).iloc[0]
-    assert np.isnan(rising["turn_step"]) and not rising["distinguishable"]
-    assert rising["fall"] == 0.0
-    falling = detect_turns(curve_frame(np.linspace(2, 1, 10), 0.01)).iloc[0]
-    assert np.isnan(falling["turn_step"]) and not falling["distinguishable"]
-
-
-def test_a_fall_that_recovers_is_not_sustained() -> None:
-    values = np.array([1.0, 1.5, 2.0, 2.0, 1.4, 2.0, 2.1, 2.2, 2.3, 2.4])
-    assert not detect_turns(curve_frame(values, 0.02)).iloc[0]["distinguishable"]
-
-
-def test_detect_turns_groups_filters_and_validates() -> None:
-    peak = np.array([1.0, 2.0, 3.0, 2.0, 1.0, 1.0])
-    frame = pd.concat([
-        curve_frame(peak, 0.01, dataset="a"),
-        curve_frame(peak[::-1].copy(), 0.01, dataset="b", estimator="nhsic"),
-    ])
-    other = curve_frame(np.ones(6) * 9, 0.01, dataset="a").assign(quantity="I(T;Y)")
-    frame = pd.concat([frame.assign(quantity="I(X;T)"), other])
-    out = detect_turns(frame)
-    assert list(out["dataset"]) == ["a", "b"]
-    assert out.iloc[0]["turn_step"] == 20 and out.iloc[0]["peak_value"] == 3.0
-    assert out.iloc[1]["turn_step"] == 30  # reversed: peak at index 3
-    assert not detect_turns(curve_frame(peak[:2], 0.01)).iloc[0]["distinguishable"]
-    assert detect_turns(frame.iloc[0:0]).empty
-    with pytest.raises(ValueError, match="missing"):
-        detect_turns(frame.drop(columns="null_std"))
-    with pytest.raises(ValueError, match="repeated steps"):
-        detect_turns(pd.concat([curve_frame(peak, 0.01), curve_frame(peak, 0.01)]))

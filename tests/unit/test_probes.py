@@ -10,13 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from trustdyn.paths import DATA_DIR
 from trustdyn.probes import (
     auroc,
+    balanced_accuracy,
+    bootstrap_counts,
     bootstrap_intervals,
     compare_with_sklearn,
     cosine_matrix,
@@ -76,13 +78,54 @@ def test_bootstrap_intervals_match_a_reference_loop():
     labels = (rng.random(40) < 0.5).astype(np.int64)
     logits[1] += 2 * labels
     resamples = rng.integers(0, 40, size=(50, 40))
-    acc_ci, auc_ci = bootstrap_intervals(torch.from_numpy(logits), torch.from_numpy(labels),
-                                         torch.from_numpy(resamples))
+    counts = torch.from_numpy(np.stack([np.bincount(r, minlength=40) for r in resamples]))
+    boot = bootstrap_intervals(torch.from_numpy(logits), torch.from_numpy(labels), counts)
     for layer in range(2):
         accs = [np.mean((logits[layer, r] > 0) == labels[r]) for r in resamples]
         aucs = [roc_auc_score(labels[r], logits[layer, r]) for r in resamples]
-        np.testing.assert_allclose(acc_ci[layer], np.percentile(accs, [2.5, 97.5]))
-        np.testing.assert_allclose(auc_ci[layer], np.percentile(aucs, [2.5, 97.5]), atol=1e-12)
+        baccs = [balanced_accuracy_score(labels[r], logits[layer, r] > 0) for r in resamples]
+        np.testing.assert_allclose(boot.accuracy_ci[layer], np.percentile(accs, [2.5, 97.5]))
+        np.testing.assert_allclose(boot.accuracy_se[layer], np.std(accs))
+        np.testing.assert_allclose(boot.balanced_accuracy_se[layer], np.std(baccs))
+        np.testing.assert_allclose(boot.auroc_ci[layer], np.percentile(aucs, [2.5, 97.5]),
+                                   atol=1e-12)
+
+
+def test_balanced_accuracy_matches_sklearn_and_ignores_class_balance():
+    rng = np.random.default_rng(4)
+    labels = (rng.random(60) < 0.2).astype(np.int64)
+    logits = rng.normal(size=(3, 60))
+    got = balanced_accuracy(torch.from_numpy(logits), torch.from_numpy(labels)).numpy()
+    want = [balanced_accuracy_score(labels, row > 0) for row in logits]
+    np.testing.assert_allclose(got, want)
+    # A constant answer scores 0.5 whatever the balance (accuracy would be 0.8).
+    constant = torch.full((1, 60), 1.0)
+    assert float(balanced_accuracy(-constant, torch.from_numpy(labels))) == 0.5
+
+
+def test_group_bootstrap_draws_whole_groups():
+    groups = np.repeat(np.arange(10), 4)  # 10 groups of 4 rows
+    counts, units = bootstrap_counts(40, 200, np.random.default_rng(0), groups)
+    assert units == 10 and counts.shape == (200, 40)
+    by_group = counts.numpy().reshape(200, 10, 4)
+    assert (by_group == by_group[:, :, :1]).all()  # a group's rows come together
+    assert (by_group[:, :, 0].sum(axis=1) == 10).all()  # as many groups as there are
+
+
+def test_grouped_intervals_are_wider_for_duplicated_rows():
+    # Each test item appears 4 times: treating the copies as independent understates the
+    # uncertainty; resampling the items (groups) does not.
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(1, 30))
+    labels = torch.from_numpy(np.tile((rng.random(30) < 0.5).astype(np.int64), 4))
+    logits = torch.from_numpy(np.tile(base + 0.5 * (labels[:30].numpy() - 0.5), 4))
+    groups = np.tile(np.arange(30), 4)
+    rows = bootstrap_intervals(logits, labels,
+                               bootstrap_counts(120, 400, np.random.default_rng(1))[0])
+    grouped = bootstrap_intervals(logits, labels,
+                                  bootstrap_counts(120, 400, np.random.default_rng(1), groups)[0])
+    assert grouped.accuracy_se[0] > 1.6 * rows.accuracy_se[0]
+    assert grouped.balanced_accuracy_se[0] > 1.6 * rows.balanced_accuracy_se[0]
 
 
 def test_solver_reaches_sklearns_optimum():

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from trustdyn.dashboard.tables import PROBE_METRICS
+from trustdyn.dashboard.tables import ESTIMATOR_LABELS, PROBE_METRICS, Z95, ItySource
 from trustdyn.stats import Correlation
 
 Scale = Literal["log", "linear"]
@@ -27,7 +27,6 @@ ExportFormat = Literal["png", "svg"]
 CHAT_COLOUR = "#d95f02"
 BASELINE_COLOUR = "#636363"
 RANDOM_COLOUR = "#000000"
-NULL_FILL = "rgba(120, 120, 120, 0.18)"
 _HEIGHT = 460
 
 
@@ -114,10 +113,12 @@ def _split_chat(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # --------------------------------------------------------------------------- probes
 
 _HOVER_COLUMNS = ("step", "tokens", "accuracy", "accuracy_lo", "accuracy_hi", "auroc",
-                  "auroc_lo", "auroc_hi", "control_accuracy", "control_auroc")
+                  "auroc_lo", "auroc_hi", "control_accuracy", "control_auroc",
+                  "balanced_accuracy", "balanced_accuracy_half")
 # Hover data stays numeric: plotly deep-copies object arrays, which is slow for 360 × 32.
 _PROBE_HOVER = (
     "step %{customdata[0]:,} (%{customdata[1]:.3s} tokens)<br>layer %{y}<br>"
+    "balanced accuracy %{customdata[10]:.3f} ± %{customdata[11]:.3f} (95%)<br>"
     "accuracy %{customdata[2]:.3f} [%{customdata[3]:.3f}, %{customdata[4]:.3f}]<br>"
     "AUROC %{customdata[5]:.3f} [%{customdata[6]:.3f}, %{customdata[7]:.3f}]<br>"
     "shuffled-label control: acc %{customdata[8]:.3f}, AUROC %{customdata[9]:.3f}"
@@ -145,6 +146,7 @@ def _grid(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.n
 
 def _heatmap(frame: pd.DataFrame, metric: str, x: Sequence[Any] | np.ndarray) -> go.Heatmap:
     """Return the heatmap trace of one metric with numeric hover data."""
+    frame = frame.assign(balanced_accuracy_half=Z95 * frame["balanced_accuracy_se"])
     values, layers = _grid(frame, [metric, *_HOVER_COLUMNS])
     return go.Heatmap(z=values[..., 0], x=x, y=layers, customdata=values[..., 1:],
                       hovertemplate=_PROBE_HOVER, coloraxis="coloraxis")
@@ -155,13 +157,13 @@ def _colour_axis(metric: str, values: np.ndarray) -> dict[str, Any]:
     if metric == "accuracy_minus_control":
         bound = float(np.abs(finite).max()) if finite.size else 0.5
         return {"colorscale": "RdBu", "cmid": 0.0, "cmin": -bound, "cmax": bound}
-    if metric in ("accuracy", "auroc"):
+    if metric in ("balanced_accuracy", "accuracy", "auroc"):
         return {"colorscale": "Viridis", "cmin": 0.5, "cmax": max(float(finite.max()), 0.51)
                 if finite.size else 1.0}
     return {"colorscale": "Viridis"}
 
 
-def probe_heatmap(frame: pd.DataFrame, *, metric: str = "accuracy", x: XAxis = "step",
+def probe_heatmap(frame: pd.DataFrame, *, metric: str = "balanced_accuracy", x: XAxis = "step",
                   scale: Scale = "log", title: str = "") -> go.Figure:
     """Return the layer × checkpoint heatmap of a probe metric, chat model in its own column.
 
@@ -211,25 +213,40 @@ def _band(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour: str, name: str,
                       hoverinfo="skip", showlegend=False, name=name, legendgroup=group)
 
 
-def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int], metric: str = "accuracy",
-                 x: XAxis = "step", scale: Scale = "log", show_control: bool = True,
-                 title: str = "") -> go.Figure:
+def _with_interval(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Return ``frame`` with ``{metric}_lo``/``_hi``: stored, or value ± Z95 · ``_se``."""
+    if f"{metric}_lo" in frame or f"{metric}_se" not in frame:
+        return frame
+    half = Z95 * frame[f"{metric}_se"]
+    return frame.assign(**{f"{metric}_lo": frame[metric] - half,
+                           f"{metric}_hi": frame[metric] + half})
+
+
+def _init_label(step: float) -> str:
+    return "initialisation (step 0)" if step == 0 else f"first checkpoint (step {int(step):,})"
+
+
+def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int],
+                 metric: str = "balanced_accuracy", x: XAxis = "step", scale: Scale = "log",
+                 show_control: bool = True, title: str = "") -> go.Figure:
     """Return the paper's view: a probe metric against checkpoint for chosen layers.
 
-    Each layer gets its 95% interval as a band and its shuffled-label control as a dotted
-    line; the chat model is a star to the right of the pre-training axis.
+    Each layer gets its 95% interval as a band, the first checkpoint's level (step 0 =
+    initialisation: what a random network already has) as a dashed line, and, where stored,
+    its shuffled-label control as a dotted line; the chat model is a star to the right.
 
     Args:
         frame: ``dashboard.probe_grid`` rows of one dataset.
         layers: Layers to draw.
-        metric: ``accuracy`` or ``auroc``.
+        metric: ``balanced_accuracy`` (interval from its standard error), ``accuracy`` or
+            ``auroc``.
         x: ``step`` or ``tokens``.
         scale: ``log`` or ``linear``.
-        show_control: Draw the shuffled-label control.
+        show_control: Draw the shuffled-label control (``accuracy`` and ``auroc`` have one).
         title: Figure title.
 
     """
-    chosen = frame[frame["layer"].isin(list(layers))]
+    chosen = _with_interval(frame[frame["layer"].isin(list(layers))], metric)
     if chosen.empty:
         return empty_figure("Pick at least one layer with probe results.")
     x = usable_x(frame, x)
@@ -238,8 +255,11 @@ def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int], metric: str = "a
     fig = go.Figure()
     positions = axis_positions(pre[x].to_numpy(dtype=float), scale)
     chat_x = float(positions.max() + 0.06 * (np.ptp(positions) or 1.0)) if len(pre) else 0.0
+    has_control = show_control and f"control_{metric}" in chosen
     for layer in layers:
         rows = pre[pre["layer"] == layer]
+        if rows.empty:
+            continue
         xs = axis_positions(rows[x].to_numpy(dtype=float), scale)
         colour, group = colours[layer], f"layer {layer}"
         fig.add_trace(_band(xs, rows[f"{metric}_lo"].to_numpy(), rows[f"{metric}_hi"].to_numpy(),
@@ -250,7 +270,14 @@ def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int], metric: str = "a
             customdata=np.stack([rows["checkpoint"], rows[x]], axis=-1),
             hovertemplate=f"{group}<br>%{{customdata[0]}} ({x} %{{customdata[1]:,}})<br>"
             f"{metric} %{{y:.3f}}<extra></extra>"))
-        if show_control:
+        first = rows.iloc[0]
+        level, label = float(first[metric]), _init_label(float(first["step"]))
+        fig.add_trace(go.Scatter(
+            x=[float(xs.min()), chat_x if len(chat) else float(xs.max())], y=[level, level],
+            mode="lines", name=f"init, {group}", legendgroup=group, showlegend=False,
+            line={"color": colour, "dash": "dash", "width": 1},
+            hovertemplate=f"{group} at {label}: {level:.3f}<extra></extra>"))
+        if has_control:
             fig.add_trace(go.Scatter(
                 x=xs, y=rows[f"control_{metric}"], mode="lines", legendgroup=group,
                 name=f"control, {group}", showlegend=False,
@@ -261,6 +288,7 @@ def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int], metric: str = "a
             value = float(own_chat[metric].iloc[0])
             fig.add_trace(go.Scatter(
                 x=[chat_x], y=[value], mode="markers", legendgroup=group, showlegend=False,
+                name=f"chat, {group}",
                 marker={"symbol": "star", "size": 13, "color": colour,
                         "line": {"color": CHAT_COLOUR, "width": 1.5}},
                 error_y={"type": "data", "symmetric": False,
@@ -275,38 +303,79 @@ def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int], metric: str = "a
     fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
     fig.update_yaxes(title={"text": PROBE_METRICS.get(metric, metric)})
     return _layout(fig, title or f"{PROBE_METRICS.get(metric, metric)} by checkpoint "
-                   "(bands: 95% interval; dotted: shuffled-label control)")
+                   "(bands: 95% interval; dashed: step-0 level"
+                   + ("; dotted: shuffled-label control)" if has_control else ")"))
 
 
 def best_layer_figure(best: pd.DataFrame, *, n_layers: int, x: XAxis = "step",
                       scale: Scale = "log") -> go.Figure:
-    """Return the best layer per checkpoint (markers sized and coloured by its accuracy)."""
+    """Return the best layer per checkpoint and its balanced accuracy against step 0.
+
+    Top: the best layer's balanced accuracy with its 95% interval, and dashed the first
+    checkpoint's (step 0 = initialisation) balanced accuracy at that same layer, so the gap
+    is what pre-training added. Bottom: which layer is best.
+
+    Args:
+        best: ``dashboard.best_layers`` rows.
+        n_layers: Layers of the model (the bottom axis's range).
+        x: ``step`` or ``tokens``.
+        scale: ``log`` or ``linear``.
+
+    """
     if best.empty:
         return empty_figure("No probe results yet.")
     x = usable_x(best, x)
     pre, chat = _split_chat(best)
     xs = axis_positions(pre[x].to_numpy(dtype=float), scale)
-    fig = go.Figure(go.Scatter(
-        x=xs, y=pre["best_layer"], mode="lines+markers", name="best layer",
+    chat_x = float(xs.max() + 0.06 * (np.ptp(xs) or 1.0)) if len(xs) else 0.0
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.6, 0.4])
+    fig.add_trace(_band(xs, pre["bacc_lo"].to_numpy(float), pre["bacc_hi"].to_numpy(float),
+                        qualitative.D3[0], "95% interval", "best"), row=1, col=1)
+    fig.add_trace(go.Scatter(
+        x=xs, y=pre["balanced_accuracy"], mode="lines+markers", name="best layer",
+        legendgroup="best", line={"color": qualitative.D3[0]},
+        customdata=np.stack([pre["checkpoint"], pre["best_layer"]], axis=-1),
+        hovertemplate="%{customdata[0]}<br>best layer %{customdata[1]}<br>balanced accuracy "
+        "%{y:.3f}<extra></extra>"), row=1, col=1)
+    label = _init_label(float(pre["step"].iloc[0])) if len(pre) else "initialisation"
+    fig.add_trace(go.Scatter(
+        x=xs, y=pre["init_bacc"], mode="lines", name=f"{label}, same layer",
+        line={"color": BASELINE_COLOUR, "dash": "dash", "shape": "hv"},
+        customdata=pre["best_layer"],
+        hovertemplate=f"{label} at layer %{{customdata}}: %{{y:.3f}}<extra></extra>"),
+        row=1, col=1)
+    fig.add_trace(go.Scatter(
+        x=xs, y=pre["best_layer"], mode="lines+markers", name="which layer",
         line={"color": "#999999", "width": 1},
-        marker={"size": 10, "color": pre["accuracy"], "colorscale": "Viridis",
-                "colorbar": {"title": {"text": "accuracy"}}, "showscale": True},
-        customdata=np.stack([pre["checkpoint"], pre["accuracy"]], axis=-1),
-        hovertemplate="%{customdata[0]}<br>best layer %{y}<br>accuracy "
-        "%{customdata[1]:.3f}<extra></extra>"))
+        marker={"size": 9, "color": pre["balanced_accuracy"], "colorscale": "Viridis",
+                "colorbar": {"title": {"text": "balanced accuracy"}, "len": 0.4, "y": 0.2},
+                "showscale": True},
+        customdata=np.stack([pre["checkpoint"], pre["balanced_accuracy"]], axis=-1),
+        hovertemplate="%{customdata[0]}<br>best layer %{y}<br>balanced accuracy "
+        "%{customdata[1]:.3f}<extra></extra>"), row=2, col=1)
     if len(chat):
-        chat_x = float(xs.max() + 0.06 * (np.ptp(xs) or 1.0))
+        fig.add_trace(go.Scatter(x=[chat_x], y=chat["balanced_accuracy"], mode="markers",
+                                 name="chat model", legendgroup="chat",
+                                 marker={"symbol": "star", "size": 14, "color": CHAT_COLOUR},
+                                 hovertemplate="chat model: %{y:.3f}<extra></extra>"),
+                      row=1, col=1)
         fig.add_trace(go.Scatter(x=[chat_x], y=chat["best_layer"], mode="markers+text",
-                                 name="chat model", text=["chat"], textposition="top center",
-                                 marker={"symbol": "star", "size": 14, "color": CHAT_COLOUR}))
-    fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
-    fig.update_yaxes(title={"text": "best layer"}, range=[-0.5, n_layers - 0.5],
+                                 name="chat model, layer", legendgroup="chat",
+                                 showlegend=False, text=["chat"], textposition="top center",
+                                 marker={"symbol": "star", "size": 14, "color": CHAT_COLOUR}),
+                      row=2, col=1)
+    fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x),
+                     row=2, col=1)
+    fig.update_yaxes(title={"text": "balanced accuracy"}, row=1, col=1)
+    fig.update_yaxes(title={"text": "best layer"}, range=[-0.5, n_layers - 0.5], row=2, col=1,
                      **_layer_ticks(n_layers))
-    return _layout(fig, "Best probe layer per checkpoint")
+    return _layout(fig, "Best probe layer per checkpoint (dashed: step-0 level at that layer)",
+                   height=560)
 
 
 def suite_comparison(frames: Sequence[pd.DataFrame], names: Sequence[str], *,
-                     metric: str = "accuracy", x: XAxis = "step", scale: Scale = "log"
+                     metric: str = "balanced_accuracy", x: XAxis = "step", scale: Scale = "log"
                      ) -> go.Figure:
     """Return heatmaps of two (or more) suites side by side on a shared colour scale."""
     if any(usable_x(f, x) == "step" for f in frames):
@@ -389,8 +458,13 @@ def loss_curve(ckpts: pd.DataFrame, *, x: XAxis = "step", scale: Scale = "log") 
 # --------------------------------------------------------------------------- information
 
 
-def _quantity_label(name: str, unit: str) -> str:
-    return f"{name} [{unit}]" if unit == "bits" else f"{name} [dependence score, not bits]"
+NULL_LABEL = "permutation-null mean"
+"""Label of the zero line of null-corrected information: the chance level."""
+
+
+def _quantity_label(name: str, unit: str, *, corrected: bool = True) -> str:
+    what = f"{name} − permutation-null mean" if corrected else name
+    return f"{what} [bits]" if unit == "bits" else f"{what} [score, not bits]"
 
 
 def _unit(plane: pd.DataFrame, column: str) -> str:
@@ -398,67 +472,111 @@ def _unit(plane: pd.DataFrame, column: str) -> str:
     return str(values.iloc[0]) if len(values) else ""
 
 
-def info_plane_figure(plane: pd.DataFrame, turns: pd.DataFrame, *, estimator: str,
-                      layers: Sequence[int] | None = None) -> go.Figure:
-    """Return the information plane: I(X;T) vs I(T;Y), a trajectory per layer.
+def _error(values: pd.Series, lo: pd.Series, hi: pd.Series, colour: str) -> dict[str, Any]:
+    """Return an asymmetric plotly error-bar spec from an interval (hidden if unknown)."""
+    upper = (hi - values).to_numpy(dtype=float)
+    lower = (values - lo).to_numpy(dtype=float)
+    known = bool(np.isfinite(upper).any())
+    return {"type": "data", "symmetric": False, "visible": known,
+            "array": np.nan_to_num(upper), "arrayminus": np.nan_to_num(lower),
+            "color": colour, "thickness": 1, "width": 2}
 
-    Points are coloured by training step (log), the detected turn of each layer is an
-    ``×``, the chat model a star, and the permutation nulls (mean + 2 sd) are grey bands
-    along both axes.
+
+def _distinguishable(turns: pd.DataFrame) -> pd.DataFrame:
+    """Return the turns that count: tested, ``distinguishable`` and with a step."""
+    if turns.empty or "distinguishable" not in turns:
+        return turns.iloc[:0]
+    marked = turns["distinguishable"].fillna(False).astype(bool) & turns["turn_step"].notna()
+    return turns[marked]
+
+
+def _estimator_label(estimator: str) -> str:
+    return ESTIMATOR_LABELS.get(estimator, estimator)
+
+
+def info_plane_figure(plane: pd.DataFrame, turns: pd.DataFrame, *, estimator: str,
+                      layers: Sequence[int] | None = None,
+                      ity_source: ItySource = "estimator") -> go.Figure:
+    """Return the information plane: null-corrected I(X;T) vs I(T;Y), a trajectory per layer.
+
+    Each point is estimate − permutation-null mean (0 = chance level, dashed lines) with its
+    95% interval as error bars; points are coloured by training step (log), a
+    distinguishable turn is an ``×``, the chat model a star. Undefined points are skipped
+    (the page lists them with their reasons).
 
     Args:
         plane: ``dashboard.info_plane`` rows.
         turns: ``dashboard.turn_points`` rows of the same estimator.
         estimator: Estimator name (for the title).
         layers: Layers to draw (all by default).
+        ity_source: ``usable`` when I(T;Y) is the probe's usable information (no null).
 
     """
     if plane.empty:
         return empty_figure("No information estimates for this dataset and estimator yet.")
     chosen = list(layers) if layers is not None else sorted(plane["layer"].unique())
-    pre, chat = _split_chat(plane[plane["layer"].isin(chosen)])
+    defined = plane[(plane["status"] == "ok") & plane["layer"].isin(chosen)]
+    if defined.empty:
+        return empty_figure("Every estimate of these layers is undefined (see below).")
+    pre, chat = _split_chat(defined)
     colours = layer_colours(chosen, int(plane["layer"].max()) + 1)
     log_step = np.log10(1.0 + pre["step"].to_numpy(dtype=float))
     fig = go.Figure()
-    _null_bands(fig, plane)
+    zero = {"line": {"color": BASELINE_COLOUR, "dash": "dash", "width": 1},
+            "annotation_text": NULL_LABEL}
+    fig.add_vline(x=0, annotation_position="top left", **zero)
+    if ity_source == "estimator":
+        fig.add_hline(y=0, annotation_position="bottom right", **zero)
+    marked = _distinguishable(turns)
     for layer in chosen:
         rows = pre[pre["layer"] == layer]
+        if rows.empty:
+            continue
+        colour, group = colours[layer], f"layer {layer}"
         fig.add_trace(go.Scatter(
-            x=rows["ixt"], y=rows["ity"], mode="lines+markers", name=f"layer {layer}",
-            legendgroup=f"layer {layer}", line={"color": colours[layer], "width": 1.5},
+            x=rows["ixt"], y=rows["ity"], mode="lines+markers", name=group,
+            legendgroup=group, line={"color": colour, "width": 1.5},
             marker={"size": 8, "color": log_step[(pre["layer"] == layer).to_numpy()],
-                    "coloraxis": "coloraxis", "line": {"color": colours[layer], "width": 1}},
-            customdata=np.stack([rows["checkpoint"], rows["step"]], axis=-1),
-            hovertemplate=f"layer {layer}<br>%{{customdata[0]}} (step %{{customdata[1]:,}})"
-            "<br>I(X;T) %{x:.3f}<br>I(T;Y) %{y:.3f}<extra></extra>"))
-        turn = turns[(turns["layer"] == layer) & turns["turn_step"].notna()]
+                    "coloraxis": "coloraxis", "line": {"color": colour, "width": 1}},
+            error_x=_error(rows["ixt"], rows["ixt_lo"], rows["ixt_hi"], colour),
+            error_y=_error(rows["ity"], rows["ity_lo"], rows["ity_hi"], colour),
+            customdata=np.stack([rows["checkpoint"], rows["step"], rows["ixt_raw"],
+                                 rows["ity_raw"]], axis=-1),
+            hovertemplate=f"{group}<br>%{{customdata[0]}} (step %{{customdata[1]:,}})"
+            "<br>I(X;T) %{x:.3f} above null (raw %{customdata[2]:.3f})"
+            "<br>I(T;Y) %{y:.3f}" + (" above null" if ity_source == "estimator" else "")
+            + " (raw %{customdata[3]:.3f})<extra></extra>"))
+        turn = marked[marked["layer"] == layer]
         if len(turn):
-            at = rows[rows["step"] == int(turn["turn_step"].iloc[0])]
+            step = int(turn["turn_step"].iloc[0])
+            at = rows[rows["step"] == step]
             if len(at):
                 fig.add_trace(go.Scatter(
-                    x=at["ixt"], y=at["ity"], mode="markers", legendgroup=f"layer {layer}",
-                    name=f"turn, layer {layer}", showlegend=False,
-                    marker={"symbol": "x", "size": 15, "color": colours[layer],
+                    x=at["ixt"], y=at["ity"], mode="markers", legendgroup=group,
+                    name=f"turn, {group}", showlegend=False,
+                    marker={"symbol": "x", "size": 15, "color": colour,
                             "line": {"width": 2, "color": "black"}},
-                    hovertemplate=f"detected turn, layer {layer}: step "
-                    f"{int(turn['turn_step'].iloc[0]):,}<extra></extra>"))
+                    hovertemplate=f"distinguishable turn, {group}: step {step:,} "
+                    f"(p = {float(turn['p_value'].iloc[0]):.3g})<extra></extra>"))
         own_chat = chat[chat["layer"] == layer]
         if len(own_chat):
             fig.add_trace(go.Scatter(
                 x=own_chat["ixt"], y=own_chat["ity"], mode="markers", showlegend=False,
-                legendgroup=f"layer {layer}", marker={"symbol": "star", "size": 14,
-                                                      "color": colours[layer],
-                                                      "line": {"color": CHAT_COLOUR,
-                                                               "width": 1.5}},
-                hovertemplate=f"chat model, layer {layer}<extra></extra>"))
+                name=f"chat, {group}", legendgroup=group,
+                marker={"symbol": "star", "size": 14, "color": colour,
+                        "line": {"color": CHAT_COLOUR, "width": 1.5}},
+                error_x=_error(own_chat["ixt"], own_chat["ixt_lo"], own_chat["ixt_hi"], colour),
+                error_y=_error(own_chat["ity"], own_chat["ity_lo"], own_chat["ity_hi"], colour),
+                hovertemplate=f"chat model, {group}<extra></extra>"))
     top = float(np.log10(1.0 + pre["step"].max())) if len(pre) else 1.0
     fig.update_layout(coloraxis={
         "colorscale": "Plasma", "cmin": 0.0, "cmax": max(top, 1e-6),
         "colorbar": {"title": {"text": "step"}, **_log_colorbar(pre["step"])}})
     fig.update_xaxes(title={"text": _quantity_label("I(X;T)", _unit(plane, "x_unit"))})
-    fig.update_yaxes(title={"text": _quantity_label("I(T;Y)", _unit(plane, "y_unit"))})
-    return _layout(fig, f"Information plane ({estimator}): × marks the detected turn, "
-                   "grey bands the permutation null", height=540)
+    fig.update_yaxes(title={"text": _quantity_label("I(T;Y)", _unit(plane, "y_unit"),
+                                                    corrected=ity_source == "estimator")})
+    return _layout(fig, f"Information plane, {_estimator_label(estimator)}: null-corrected, "
+                   "bars 95% intervals, × a distinguishable turn", height=540)
 
 
 def _log_colorbar(steps: pd.Series) -> dict[str, Any]:
@@ -466,26 +584,15 @@ def _log_colorbar(steps: pd.Series) -> dict[str, Any]:
     return {k: layout[k] for k in ("tickvals", "ticktext") if k in layout}
 
 
-def _null_bands(fig: go.Figure, plane: pd.DataFrame) -> None:
-    """Shade [0, null mean + 2 sd] along each axis where the null is known."""
-    for prefix, kind in (("ixt", "vrect"), ("ity", "hrect")):
-        mean, std = plane[f"{prefix}_null_mean"], plane[f"{prefix}_null_std"]
-        if mean.notna().any():
-            top = float((mean + 2 * std.fillna(0)).max())
-            band = {"fillcolor": NULL_FILL, "line_width": 0, "layer": "below"}
-            if kind == "vrect":
-                fig.add_vrect(x0=0, x1=top, **band)
-            else:
-                fig.add_hrect(y0=0, y1=top, **band)
-
-
 def info_vs_step_figure(plane: pd.DataFrame, turns: pd.DataFrame, *,
                         layers: Sequence[int] | None = None, x: XAxis = "step",
-                        scale: Scale = "log") -> go.Figure:
-    """Return I(X;T) (top) and I(T;Y) (bottom) against training, one line per layer.
+                        scale: Scale = "log", ity_source: ItySource = "estimator"
+                        ) -> go.Figure:
+    """Return null-corrected I(X;T) (top) and I(T;Y) (bottom) against training, per layer.
 
-    The grey band is the permutation null (mean ± 2 sd, averaged over layers); dotted
-    vertical lines mark each layer's detected turn.
+    Each line is estimate − permutation-null mean with its 95% interval as a shaded band;
+    the dashed zero line is the null mean (chance level); dotted vertical lines mark
+    distinguishable turns. Undefined estimates are skipped.
     """
     if plane.empty:
         return empty_figure("No information estimates for this dataset and estimator yet.")
@@ -494,28 +601,39 @@ def info_vs_step_figure(plane: pd.DataFrame, turns: pd.DataFrame, *,
     pre, _ = _split_chat(plane[plane["layer"].isin(chosen)])
     colours = layer_colours(chosen, int(plane["layer"].max()) + 1)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    in_legend: set[int] = set()
     for row, prefix, name, unit in ((1, "ixt", "I(X;T)", "x_unit"),
                                     (2, "ity", "I(T;Y)", "y_unit")):
-        null = pre.groupby(x, sort=True)[[f"{prefix}_null_mean", f"{prefix}_null_std"]].mean()
-        if null[f"{prefix}_null_mean"].notna().any():
-            xs = axis_positions(null.index.to_numpy(dtype=float), scale)
-            mean, std = null.iloc[:, 0].to_numpy(), null.iloc[:, 1].fillna(0).to_numpy()
-            fig.add_trace(_band(xs, mean - 2 * std, mean + 2 * std, "grey",
-                                "permutation null", "null"), row=row, col=1)
+        corrected = prefix == "ixt" or ity_source == "estimator"
         for layer in chosen:
-            rows = pre[pre["layer"] == layer]
+            rows = pre[(pre["layer"] == layer) & pre[prefix].notna()]
+            if rows.empty:
+                continue
+            colour, group = colours[layer], f"layer {layer}"
+            xs = axis_positions(rows[x].to_numpy(dtype=float), scale)
+            known = rows[[f"{prefix}_lo", f"{prefix}_hi"]].notna().all(axis=1).to_numpy()
+            if known.any():
+                fig.add_trace(_band(xs[known], rows[f"{prefix}_lo"].to_numpy(float)[known],
+                                    rows[f"{prefix}_hi"].to_numpy(float)[known], colour,
+                                    f"{group} 95% interval", group), row=row, col=1)
             fig.add_trace(go.Scatter(
-                x=axis_positions(rows[x].to_numpy(dtype=float), scale), y=rows[prefix],
-                mode="lines+markers", name=f"layer {layer}", legendgroup=f"layer {layer}",
-                showlegend=row == 1, line={"color": colours[layer]}, marker={"size": 4},
-                customdata=rows["checkpoint"],
-                hovertemplate=f"layer {layer}, %{{customdata}}: {name} %{{y:.3f}}"
+                x=xs, y=rows[prefix], mode="lines+markers", name=group, legendgroup=group,
+                showlegend=layer not in in_legend, line={"color": colour}, marker={"size": 4},
+                customdata=np.stack([rows["checkpoint"], rows[f"{prefix}_raw"]], axis=-1),
+                hovertemplate=f"{group}, %{{customdata[0]}}: {name} %{{y:.3f}}"
+                + (" above null" if corrected else "") + " (raw %{customdata[1]:.3f})"
                 "<extra></extra>"), row=row, col=1)
-        fig.update_yaxes(title={"text": _quantity_label(name, _unit(plane, unit))},
+            in_legend.add(layer)
+        if corrected:  # after the traces: plotly skips lines on subplots without data
+            fig.add_hline(y=0, row=row, col=1, annotation_text=NULL_LABEL,
+                          annotation_position="bottom right",
+                          line={"color": BASELINE_COLOUR, "dash": "dash", "width": 1})
+        fig.update_yaxes(title={"text": _quantity_label(name, _unit(plane, unit),
+                                                        corrected=corrected)},
                          row=row, col=1)
     steps = dict(zip(pre["step"], pre[x], strict=False))
-    marked = turns[turns["layer"].isin(chosen) & turns["turn_step"].notna()]
-    for turn in marked.to_dict(orient="records"):
+    marked = _distinguishable(turns)
+    for turn in marked[marked["layer"].isin(chosen)].to_dict(orient="records"):
         where = steps.get(int(turn["turn_step"]))
         if where is not None:
             fig.add_vline(x=float(axis_positions([where], scale)[0]), row=1, col=1,
@@ -523,8 +641,8 @@ def info_vs_step_figure(plane: pd.DataFrame, turns: pd.DataFrame, *,
                                 "width": 1})
     fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x),
                      row=2, col=1)
-    return _layout(fig, "Information against training (dotted: detected turns; grey: "
-                   "permutation null ± 2 sd)", height=620)
+    return _layout(fig, "Null-corrected information against training (bands: 95% intervals; "
+                   "dotted: distinguishable turns)", height=620)
 
 
 # --------------------------------------------------------------------------- steering

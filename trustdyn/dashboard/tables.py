@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from trustdyn import findings
 from trustdyn.store import (
     BASELINE_SOURCE,
     CORRELATION_SOURCE,
@@ -25,12 +26,23 @@ from trustdyn.store import (
 )
 
 PROBE_METRICS: dict[str, str] = {
+    "balanced_accuracy": "Balanced accuracy (test split)",
     "accuracy": "Probe accuracy (test split)",
     "auroc": "Probe AUROC (test split)",
     "accuracy_minus_control": "Accuracy − shuffled-label control",
     "usable_info_bits": "Usable information (bits)",
 }
-"""Probe metrics a heatmap can show, with their axis labels."""
+"""Probe metrics a heatmap can show, with their axis labels (the first is the default)."""
+
+ESTIMATOR_LABELS: dict[str, str] = {
+    "renyi": "matrix Rényi entropy (bits)",
+    "nhsic": "normalised HSIC, scale-free width (score, not bits)",
+    "nhsic_paper": "normalised HSIC as in the paper (σ = 50·√d, ε = 1e-5; score)",
+}
+"""Information estimators in display order, with honest labels of what their values are."""
+
+Z95 = 1.959963984540054
+"""Two-sided 95% normal quantile: an interval is value ± ``Z95`` standard errors."""
 
 
 def suites(store: Store) -> pd.DataFrame:
@@ -170,64 +182,203 @@ def layers_of(frame: pd.DataFrame) -> list[int]:
 
 ItySource = Literal["estimator", "usable"]
 
+_PLANE_KEYS = ["checkpoint", "step", "tokens", "is_chat", "ordinal", "layer"]
+
+
+def _quantity(rows: pd.DataFrame, name: str, prefix: str) -> pd.DataFrame:
+    """One quantity's rows as ``prefix``, ``prefix_lo/hi/raw``, unit, status and reason."""
+    part = rows[rows["quantity"] == name]
+    return pd.DataFrame({
+        **{key: part[key] for key in _PLANE_KEYS},
+        prefix: part["corrected"], f"{prefix}_lo": part["corrected_lo"],
+        f"{prefix}_hi": part["corrected_hi"], f"{prefix}_raw": part["value"],
+        f"{prefix}_unit": part["unit"], f"{prefix}_status": part["status"],
+        f"{prefix}_reason": part["reason"],
+    })
+
 
 def info_plane(info: pd.DataFrame, probes: pd.DataFrame, estimator: str,
                ity_source: ItySource = "estimator") -> pd.DataFrame:
-    """Return the information-plane points of one estimator: I(X;T) and I(T;Y) per point.
+    """Return the information-plane points of one estimator, null-corrected, with intervals.
+
+    ``ixt`` and ``ity`` are the stored ``corrected`` values (estimate − mean of its
+    permutation null, so 0 is chance level) with their 95% intervals (``_lo``/``_hi``,
+    half-sample standard errors over statements); ``_raw`` keeps the uncorrected estimate.
+    With ``ity_source="usable"``, I(T;Y) is the probe's usable information in bits, which
+    has no null and no interval (``ity_lo``/``ity_hi`` NaN, ``ity == ity_raw``).
 
     Args:
         info: :meth:`Store.info_grid` rows of one dataset.
         probes: :meth:`Store.probe_grid` rows of the same dataset (for ``usable``).
-        estimator: ``renyi`` or ``nhsic``.
-        ity_source: ``estimator`` (the same estimator's I(T;Y)) or ``usable`` (the
-            probe's usable information in bits, which has no permutation null).
+        estimator: ``renyi``, ``nhsic`` or ``nhsic_paper``.
+        ity_source: ``estimator`` (the same estimator's I(T;Y)) or ``usable``.
 
     Returns:
         One row per (checkpoint, layer) in training order: ``checkpoint``, ``step``,
-        ``tokens``, ``is_chat``, ``ordinal``, ``layer``, ``ixt``, ``ixt_null_mean``,
-        ``ixt_null_std``, ``ity``, ``ity_null_mean``, ``ity_null_std``, ``x_unit``,
-        ``y_unit``.
+        ``tokens``, ``is_chat``, ``ordinal``, ``layer``, ``ixt``, ``ixt_lo``, ``ixt_hi``,
+        ``ixt_raw``, ``ity``, ``ity_lo``, ``ity_hi``, ``ity_raw``, ``x_unit``, ``y_unit``,
+        ``status`` (``ok`` when both coordinates are defined, else ``undefined``; undefined
+        coordinates are NaN) and ``reason`` (why, per quantity; empty when ok).
 
     """
     rows = info[info["estimator"] == estimator]
-    keys = ["checkpoint", "step", "tokens", "is_chat", "ordinal", "layer"]
-
-    def quantity(name: str, prefix: str) -> pd.DataFrame:
-        part = rows[rows["quantity"] == name][[*keys, "value", "null_mean", "null_std", "unit"]]
-        return part.rename(columns={"value": prefix, "null_mean": f"{prefix}_null_mean",
-                                    "null_std": f"{prefix}_null_std", "unit": f"{prefix}_unit"})
-
-    plane = quantity("I(X;T)", "ixt")
+    plane = _quantity(rows, "I(X;T)", "ixt")
     if ity_source == "usable":
-        usable = probes[["checkpoint", "layer", "usable_info_bits"]].rename(
-            columns={"usable_info_bits": "ity"})
+        bits = probes["usable_info_bits"].astype(float)
+        known = np.isfinite(bits.to_numpy())
+        usable = pd.DataFrame({
+            "checkpoint": probes["checkpoint"], "layer": probes["layer"], "ity": bits,
+            "ity_lo": np.nan, "ity_hi": np.nan, "ity_raw": bits, "ity_unit": "bits",
+            "ity_status": np.where(known, "ok", "undefined"),
+            "ity_reason": [None if k else "the probe's usable information is missing"
+                           for k in known],
+        })
         plane = plane.merge(usable, on=["checkpoint", "layer"], how="inner")
-        plane["ity_null_mean"] = np.nan
-        plane["ity_null_std"] = np.nan
-        plane["ity_unit"] = "bits"
     else:
-        plane = plane.merge(quantity("I(T;Y)", "ity").drop(
+        plane = plane.merge(_quantity(rows, "I(T;Y)", "ity").drop(
             columns=["step", "tokens", "is_chat", "ordinal"]), on=["checkpoint", "layer"])
+    ok = (plane["ixt_status"] == "ok") & (plane["ity_status"] == "ok")
+    reasons = [
+        "; ".join(f"{name}: {reason}" for name, status, reason in
+                  (("I(X;T)", xs, xr), ("I(T;Y)", ys, yr)) if status != "ok")
+        for xs, xr, ys, yr in zip(plane["ixt_status"], plane["ixt_reason"],
+                                  plane["ity_status"], plane["ity_reason"], strict=True)
+    ]
+    plane = plane.assign(status=np.where(ok, "ok", "undefined"), reason=reasons)
     plane = plane.rename(columns={"ixt_unit": "x_unit", "ity_unit": "y_unit"})
-    return plane.sort_values(["is_chat", "ordinal", "layer"]).reset_index(drop=True)
+    columns = [*_PLANE_KEYS, "ixt", "ixt_lo", "ixt_hi", "ixt_raw", "ity", "ity_lo", "ity_hi",
+               "ity_raw", "x_unit", "y_unit", "status", "reason"]
+    return plane[columns].sort_values(["is_chat", "ordinal", "layer"]).reset_index(drop=True)
 
 
 def info_estimators(info: pd.DataFrame) -> list[str]:
-    """Return the estimators present, ``renyi`` first."""
+    """Return the estimators present, in :data:`ESTIMATOR_LABELS` order, others after."""
     found = set(info["estimator"]) if "estimator" in info else set()
-    return [e for e in ("renyi", "nhsic") if e in found] + sorted(found - {"renyi", "nhsic"})
+    return [e for e in ESTIMATOR_LABELS if e in found] + sorted(found - set(ESTIMATOR_LABELS))
+
+
+def undefined_estimates(info: pd.DataFrame, estimator: str) -> pd.DataFrame:
+    """Return which of an estimator's estimates are undefined, and why, grouped.
+
+    Args:
+        info: :meth:`Store.info_grid` rows of one dataset.
+        estimator: The estimator.
+
+    Returns:
+        One row per (layer, quantity, reason): ``layer``, ``quantity``, ``reason``,
+        ``checkpoints`` (how many are undefined) and ``of`` (how many were estimated).
+
+    """
+    rows = info[info["estimator"] == estimator]
+    columns = ["layer", "quantity", "reason", "checkpoints", "of"]
+    bad = rows[rows["status"] != "ok"]
+    if bad.empty:
+        return pd.DataFrame(columns=columns)
+    counts = (bad.assign(reason=bad["reason"].fillna("no reason recorded"))
+              .groupby(["layer", "quantity", "reason"], sort=True)
+              .size().rename("checkpoints").reset_index())
+    per_curve = rows.groupby(["layer", "quantity"]).size().rename("of").reset_index()
+    return counts.merge(per_curve, on=["layer", "quantity"])[columns]
+
+
+def undefined_notes(undefined: pd.DataFrame) -> list[str]:
+    """Return one sentence per :func:`undefined_estimates` row: layer, reason, extent."""
+    notes = []
+    for layer, quantity, reason, count, total in zip(
+            undefined["layer"], undefined["quantity"], undefined["reason"],
+            undefined["checkpoints"].astype(int), undefined["of"].astype(int), strict=True):
+        extent = "all" if count == total else f"{count} of"
+        notes.append(f"layer {layer}: {reason} ({quantity} undefined at {extent} {total} "
+                     "checkpoints)")
+    return notes
 
 
 def turn_points(store: Store, suite: str, dataset: str, estimator: str) -> pd.DataFrame:
-    """Return the detected fitting → compression turns of one dataset and estimator.
+    """Return the tested fitting → compression turns of one dataset and estimator.
 
-    Columns: ``layer``, ``turn_step`` (NaN where no interior peak was found),
-    ``peak_value``, ``fall``, ``final_value``, ``distinguishable``.
+    Columns: ``layer``, ``estimator``, ``turn_step`` (the candidate peak of null-corrected
+    I(X;T); NaN when the curve is too short or flat), ``peak_value``, ``fall``,
+    ``final_value``, ``statistic`` (rise-then-fall evidence), ``p_value`` (surrogate test,
+    family-wise over the dataset's curves), ``level`` (the p-value a turn needs),
+    ``ity_falls`` (I(T;Y) falls after the peak) and ``distinguishable`` (the curve turns).
     """
     turns = store.info_turns(suite)
     turns = turns[(turns["dataset"] == dataset) & (turns["estimator"] == estimator)]
-    return turns[["layer", "turn_step", "peak_value", "fall", "final_value",
+    level = [json_object(p).get("alpha") for p in turns["params"]]
+    turns = turns.assign(level=pd.to_numeric(pd.Series(level, index=turns.index,
+                                                       dtype=object), errors="coerce"))
+    return turns[["layer", "estimator", "turn_step", "peak_value", "fall", "final_value",
+                  "statistic", "p_value", "level", "ity_falls",
                   "distinguishable"]].reset_index(drop=True)
+
+
+def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
+    """Return each checkpoint's best layer by balanced accuracy, against its step-0 level.
+
+    Args:
+        probes: :meth:`Store.probe_grid` rows of one dataset.
+
+    Returns:
+        One row per checkpoint in training order: ``checkpoint``, ``step``, ``tokens``,
+        ``is_chat``, ``best_layer``, ``balanced_accuracy`` with ``bacc_lo``/``bacc_hi``
+        (95%), ``init_bacc`` (the first pre-training checkpoint's balanced accuracy at the
+        same layer: what a network has before pre-training) and ``gain_over_init``.
+
+    """
+    best = findings.best_layer_per_checkpoint(probes, "balanced_accuracy")
+    if probes.empty:
+        return best.assign(bacc_lo=[], bacc_hi=[], init_bacc=[], gain_over_init=[])
+    keyed = probes.set_index(["checkpoint", "layer"])
+    se = keyed["balanced_accuracy_se"].reindex(
+        pd.MultiIndex.from_arrays([best["checkpoint"], best["best_layer"]])).to_numpy(float)
+    pre = probes[~probes["is_chat"].astype(bool)]
+    first = pre[pre["ordinal"] == pre["ordinal"].min()] if len(pre) else pre
+    init = dict(zip(first["layer"], first["balanced_accuracy"], strict=True))
+    value = best["balanced_accuracy"].to_numpy(float)
+    init_bacc = best["best_layer"].map(init).astype(float)
+    return best.assign(bacc_lo=value - Z95 * se, bacc_hi=value + Z95 * se,
+                       init_bacc=init_bacc, gain_over_init=value - init_bacc)
+
+
+def _cell(value: float, lo: float, hi: float, fmt: str = ".3f") -> str:
+    if pd.isna(value):
+        return "—"
+    return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def story_probe_table(details: pd.DataFrame) -> pd.DataFrame:
+    """Return :func:`trustdyn.findings.probe_details` as the story's readable table.
+
+    Columns: ``dataset``; ``step-0 balanced accuracy [95%]`` (the first checkpoint's level,
+    with its layer; the header names its step when it is not 0); ``separable at
+    initialisation``; ``becomes separable from step`` (pre-training makes it more
+    separable than at initialisation from that step on); ``checkpoints above init``;
+    ``last checkpoint: balanced accuracy [95%]`` (with its layer) and ``gain over
+    initialisation [95%]`` (at that layer).
+    """
+    if details.empty:
+        return pd.DataFrame()
+    first = int(details["init_step"].iloc[0])
+    init_header = f"step-{first:,} balanced accuracy [95%]"
+    return pd.DataFrame({
+        "dataset": details["dataset"],
+        init_header: [f"{_cell(v, lo, hi)} at layer {int(layer)}" for v, lo, hi, layer in
+                      zip(details["init_bacc"], details["init_lo"], details["init_hi"],
+                          details["init_layer"], strict=True)],
+        "separable at initialisation": details["at_init"].astype(bool),
+        "becomes separable from step": ["not during pre-training" if pd.isna(s) else
+                                        f"{int(s):,}" for s in details["onset"]],
+        "checkpoints above init": ["—" if pd.isna(v) else f"{v:.0%}"
+                                   for v in details["share_above_init"]],
+        "last checkpoint: balanced accuracy [95%]": [
+            f"{_cell(v, lo, hi)} at layer {int(layer)}" for v, lo, hi, layer in
+            zip(details["final_bacc"], details["final_lo"], details["final_hi"],
+                details["final_layer"], strict=True)],
+        "gain over initialisation [95%]": [
+            _cell(v, lo, hi, "+.3f") for v, lo, hi in
+            zip(details["gain_over_init"], details["gain_lo"], details["gain_hi"],
+                strict=True)],
+    })
 
 
 def source_order(evals: pd.DataFrame, ckpts: pd.DataFrame) -> list[str]:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from trustdyn import paths
 from trustdyn.datasets.cards import DIMENSIONS, CardMeta, DatasetCard
 from trustdyn.datasets.errors import DatasetError
+from trustdyn.datasets.eval_material import load_stereoset_dev
 from trustdyn.datasets.loading import _load_file
 from trustdyn.datasets.probe_dataset import ProbeDataset
-from trustdyn.datasets.text import truthfulqa_question, unescape_backslashes
+from trustdyn.datasets.text import (
+    caseless,
+    normalise_question,
+    truthfulqa_question,
+    unescape_backslashes,
+)
 from trustdyn.datasets.validate import TableFormat
 
 BUILTIN_DATASETS: tuple[str, ...] = ("truthfulqa", "confaide", "toxigen", "stereoset", "sst2")
@@ -19,6 +26,21 @@ BUILTIN_DATASETS: tuple[str, ...] = ("truthfulqa", "confaide", "toxigen", "stere
 _REFERENCE = ("TracingLLM reference implementation of Qian et al. (2024), "
               "github.com/ChnQ/TracingLLM, src/datasets/")
 _REFERENCE_LICENSE = "Apache-2.0 (reference repository); upstream terms also apply"
+
+
+@functools.cache
+def _stereoset_contexts() -> dict[str, str]:
+    """Map each inter-sentence StereoSet dev option (context + option) to its context."""
+    return {normalise_question(text): item.context for item in load_stereoset_dev("inter")
+            for text in item.sentences().values()}
+
+
+def stereoset_context(statement: str) -> str:
+    """Return the StereoSet item context a probe statement was built from (its group).
+
+    A statement found in no dev item (not the case for the vendored file) is its own group.
+    """
+    return _stereoset_contexts().get(normalise_question(statement), statement)
 
 
 @dataclass(frozen=True)
@@ -95,10 +117,12 @@ _BUILTINS: dict[str, _Builtin] = {
                    "'anti-stereotype' option, label 0 rows their 'unrelated' option; no "
                    "'stereotype' option occurs, although the reference README calls label 1 "
                    "'stereotype'. There is no harmful class; steering toward label 1 "
-                   "(anti-stereotype) is the fair direction. Remove these items from StereoSet "
-                   "evaluations with exclude_stereoset_items()."),
+                   "(anti-stereotype) is the fair direction. Groups = the item's context, so "
+                   "splits, samples and bootstrap intervals keep an item's two options "
+                   "together. Remove these items from StereoSet evaluations with "
+                   "exclude_stereoset_items()."),
         ),
-        TableFormat(on_conflict="drop"),
+        TableFormat(group_fn=stereoset_context, on_conflict="drop"),
     ),
     "sst2": _Builtin(
         "probe/sst2.csv",
@@ -114,9 +138,10 @@ _BUILTINS: dict[str, _Builtin] = {
                    "label 1. Where no letter was flipped the two rows are identical with both "
                    "labels; such pairs are dropped. No class is harmful: the vector points "
                    "toward 'surface noise' and steering along it (the reference study's sign) "
-                   "tests concept salience, not a safer model."),
+                   "tests concept salience, not a safer model. Groups = the lower-cased "
+                   "sentence, so a sentence and its perturbed copy stay together."),
         ),
-        TableFormat(on_conflict="drop"),
+        TableFormat(group_fn=caseless, on_conflict="drop"),
     ),
 }
 

@@ -126,13 +126,12 @@ def load_truthfulqa_test_questions(path: str | Path | None = None) -> list[str]:
 
 
 def _probe_questions(ds: ProbeDataset) -> set[str]:
-    if ds.groups is not None:
-        return {normalise_question(g) for g in ds.groups}
+    # Parsed from the statements, not taken from the groups: other datasets have groups too.
     try:
         return {normalise_question(truthfulqa_question(t)) for t in ds.texts}
     except ValueError:
-        raise DatasetError(f"{ds.name}: has no question groups and its statements are not "
-                           "'Q: …<TAB>A: …'; pass the truthfulqa dataset") from None
+        raise DatasetError(f"{ds.name}: its statements are not 'Q: …<TAB>A: …'; pass the "
+                           "truthfulqa dataset") from None
 
 
 def exclude_questions(questions: Sequence[MCQuestion], ds: ProbeDataset) -> list[MCQuestion]:

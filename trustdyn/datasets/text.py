@@ -100,3 +100,9 @@ def truthfulqa_question(statement: str) -> str:
     if match is None:
         raise ValueError("statement is not 'Q: <question><TAB>A: <answer>'")
     return match.group("q").strip()
+
+
+
+def caseless(text: str) -> str:
+    """Return ``text`` lower-cased: an SST-2 sentence and its case-flipped copy share it."""
+    return text.lower()

@@ -4,16 +4,23 @@ Qian et al. (2024, §5) trace, across early pre-training, the mutual information
 layer's representation T and the input X (it first rises — *fitting* — then falls —
 *compression*) and between T and the label Y (it keeps rising). The package estimates those
 quantities for one checkpoint from a few hundred sampled statements, with a permutation null
-for every number, and locates the fitting → compression turn across checkpoints. Its
+for every number (the turn across checkpoints is tested in :mod:`trustdyn.verdicts`). Its
 modules: :mod:`~trustdyn.information.kernels` (input checks, kernel widths, Gram matrices),
 :mod:`~trustdyn.information.renyi` (matrix-based Rényi entropy and MI, in bits),
 :mod:`~trustdyn.information.hsic` (normalised HSIC score and its width sensitivity),
 :mod:`~trustdyn.information.shannon` (KSG cross-check, label entropy, usable information),
-:mod:`~trustdyn.information.grid` (permutation null, one checkpoint's grid) and
-:mod:`~trustdyn.information.turns` (turn detection).
+and :mod:`~trustdyn.information.grid` (permutation null, half-sample errors, one
+checkpoint's grid with undefined estimates marked).
 """
 
-from trustdyn.information.grid import InfoEstimate, information_grid, permutation_null
+from trustdyn.information.grid import (
+    ESTIMATORS,
+    PAPER_RIDGE,
+    InfoEstimate,
+    half_samples,
+    information_grid,
+    permutation_null,
+)
 from trustdyn.information.hsic import (
     DEFAULT_RIDGE,
     WidthSensitivity,
@@ -38,18 +45,19 @@ from trustdyn.information.shannon import (
     label_entropy_bits,
     usable_information_bits,
 )
-from trustdyn.information.turns import detect_turns
 
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_RIDGE",
     "DEFAULT_WIDTH_RULE",
+    "ESTIMATORS",
+    "PAPER_RIDGE",
     "WIDTH_RULES",
     "InfoEstimate",
     "InformationError",
     "WidthSensitivity",
-    "detect_turns",
     "gaussian_gram",
+    "half_samples",
     "hsic_sensitivity",
     "information_grid",
     "kernel_width",

@@ -39,12 +39,16 @@ where the dependence lives; 1e-5 (reference code) saturates at ≈ n − 1 for a
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolvent(gram: torch.Tensor, ridge: float) -> torch.Tensor:
+def _resolvent(gram: torch.Tensor, ridge: float, *, solve_fallback: bool = False
+               ) -> torch.Tensor:
     """R = G (G + ε n I)⁻¹ ``[..., n, n]`` with G = H K H the doubly centred Gram.
 
     Computed as I − ε n (G + ε n I)⁻¹ through a Cholesky factorisation (≈ 6× faster than an
     eigendecomposition at n = 256); G is PSD so G + ε n I is safely positive definite.
-    R is symmetric, and doubly centred (its rows sum to zero), like G.
+    R is symmetric, and doubly centred (its rows sum to zero), like G. If the Cholesky
+    factorisation fails (round-off against a tiny ridge) this raises, unless
+    ``solve_fallback``: then the failed items use the reference code's route, an explicit
+    general (LU) inverse of the one-sided K H + ε n I (:func:`_resolvent_by_solve`).
     """
     if not ridge > 0:
         raise InformationError(f"ridge must be positive (default {DEFAULT_RIDGE}); got {ridge}")
@@ -52,15 +56,37 @@ def _resolvent(gram: torch.Tensor, ridge: float) -> torch.Tensor:
     g = gram - gram.mean(-1, keepdim=True) - gram.mean(-2, keepdim=True)
     g = g + gram.mean((-2, -1), keepdim=True)
     g = 0.5 * (g + g.transpose(-1, -2))
-    eye = torch.eye(n, dtype=torch.float64)
+    eye = torch.eye(n, dtype=torch.float64, device=gram.device)
     shift = ridge * n
     chol, info = torch.linalg.cholesky_ex(g + shift * eye)
-    if bool((info != 0).any()):
-        raise InformationError(
-            f"ridge {ridge} is too small for the Gram matrix's round-off (Cholesky failed); "
-            f"use a larger ridge such as the default {DEFAULT_RIDGE}"
-        )
+    failed = info != 0
+    if bool(failed.any()):
+        if not solve_fallback:
+            raise InformationError(
+                f"ridge {ridge} is too small for the Gram matrix's round-off (Cholesky "
+                f"failed); use a larger ridge such as the default {DEFAULT_RIDGE}"
+            )
+        r = eye - shift * torch.cholesky_inverse(torch.where(failed[..., None, None],
+                                                             eye, chol))
+        r[failed] = _resolvent_by_solve(gram[failed], ridge)
+        return r
     return eye - shift * torch.cholesky_inverse(chol)
+
+
+def _resolvent_by_solve(gram: torch.Tensor, ridge: float) -> torch.Tensor:
+    """The reference's R' = K H (K H + ε n I)⁻¹ by a general inverse, returned as H R'.
+
+    H R' equals the symmetric doubly centred R of :func:`_resolvent` (and tr(R'_A R'_B) =
+    tr(R_A R_B)); it is symmetrised against round-off. A singular K H + ε n I gives NaN.
+    """
+    n = gram.shape[-1]
+    eye = torch.eye(n, dtype=torch.float64, device=gram.device)
+    k_c = gram - gram.mean(-1, keepdim=True)  # K H
+    inv, info = torch.linalg.inv_ex(k_c + ridge * n * eye)
+    r = k_c @ inv
+    r = r - r.mean(-2, keepdim=True)  # H R'
+    r = 0.5 * (r + r.transpose(-1, -2))
+    return torch.where((info != 0)[..., None, None], torch.full_like(r, float("nan")), r)
 
 
 def _nhsic_from_resolvents(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:

@@ -109,11 +109,16 @@ def _sq_distances(x: torch.Tensor) -> torch.Tensor:
     return d2
 
 
+def _pair_distances(d2: torch.Tensor) -> torch.Tensor:
+    """Distances ``[..., n(n-1)/2]`` of the distinct pairs, from squared distances."""
+    n = d2.shape[-1]
+    iu = torch.triu_indices(n, n, offset=1, device=d2.device)
+    return d2[..., iu[0], iu[1]].sqrt()
+
+
 def _median_width(d2: torch.Tensor) -> torch.Tensor:
     """Median off-diagonal distance per batch item ``[...]`` from squared distances."""
-    n = d2.shape[-1]
-    iu = torch.triu_indices(n, n, offset=1)
-    dist = d2[..., iu[0], iu[1]].sqrt()
+    dist = _pair_distances(d2)
     med = dist.median(dim=-1).values
     # Fall back to the mean distance when most points coincide; a constant representation
     # (all distances 0) gets width 1, giving an all-ones Gram (zero entropy / dependence).
@@ -131,7 +136,8 @@ def _widths(x: torch.Tensor, rule: str, d2: torch.Tensor | None = None) -> torch
         width = _SCOTT_GAMMA * total_sd * n ** (-1.0 / (4 + d))
         return torch.where(width > 0, width, torch.ones_like(width))
     if rule == "paper_fixed":
-        return torch.full(x.shape[:-2], _PAPER_SIGMA * math.sqrt(d), dtype=torch.float64)
+        return torch.full(x.shape[:-2], _PAPER_SIGMA * math.sqrt(d), dtype=torch.float64,
+                          device=x.device)
     raise InformationError(f"Unknown width rule {rule!r}; choose one of {', '.join(WIDTH_RULES)}")
 
 
@@ -185,9 +191,14 @@ def gaussian_gram(x: Data, sigma: float) -> torch.Tensor:
 def _batched_gram(x: torch.Tensor, rule: str, sigma: float | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian Grams ``[..., n, n]`` and widths ``[...]`` of ``x [..., n, d]``."""
-    d2 = _sq_distances(x)
-    widths = (torch.full(x.shape[:-2], float(sigma), dtype=torch.float64) if sigma is not None
-              else _widths(x, rule, d2))
+    return _gram_from_sq(x, _sq_distances(x), rule, sigma)
+
+
+def _gram_from_sq(x: torch.Tensor, d2: torch.Tensor, rule: str, sigma: float | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_batched_gram` from already computed squared distances ``d2 [..., n, n]``."""
+    widths = (torch.full(x.shape[:-2], float(sigma), dtype=torch.float64, device=x.device)
+              if sigma is not None else _widths(x, rule, d2))
     if not bool((widths > 0).all()):
         raise InformationError(f"kernel width must be positive; got {widths.tolist()}")
     return torch.exp(-d2 / (2.0 * widths[..., None, None] ** 2)), widths

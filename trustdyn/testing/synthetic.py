@@ -31,6 +31,7 @@ from trustdyn.store import (
     Store,
     study_units,
 )
+from trustdyn.verdicts import turn_table
 
 SYNTHETIC_MARK = "SYNTHETIC"
 """Word every synthetic suite description and dataset card starts with."""
@@ -299,12 +300,13 @@ class _Grid:
         results = self._keys()
         results = results.assign(
             accuracy=acc, accuracy_lo=np.clip(acc - half, 0, 1),
-            accuracy_hi=np.clip(acc + half, 0, 1),
+            accuracy_hi=np.clip(acc + half, 0, 1), accuracy_se=half / 1.96,
+            balanced_accuracy=acc, balanced_accuracy_se=half / 1.96,
             auroc=auroc, auroc_lo=np.clip(auroc - 1.2 * half, 0, 1),
             auroc_hi=np.clip(auroc + 1.2 * half, 0, 1),
             control_accuracy=control, control_auroc=control + rng.normal(0, 0.01, acc.shape),
             test_ce_bits=1.0 - usable, usable_info_bits=usable,
-            n_train=420, n_test=n, seed=self.seed,
+            n_train=420, n_test=n, n_test_groups=n, seed=self.seed,
             params='{"probe": "logistic", "synthetic": true}', code_version=code_version(),
         )
         directions = self._keys()
@@ -314,10 +316,7 @@ class _Grid:
 
     @functools.cached_property
     def info_table(self) -> pd.DataFrame:
-        """Rows of ``info_results``: I(X;T) rises then falls, I(T;Y) follows accuracy.
-
-        Also fills ``self._ixt`` (estimator → I(X;T) ``[C, K, L]``) for :meth:`turns`.
-        """
+        """Rows of ``info_results``: I(X;T) rises then falls, I(T;Y) follows accuracy."""
         rng = self._rng(5)
         depth = np.arange(self.n_layers) / max(self.n_layers - 1, 1)
         turn = (0.35 + 0.2 * depth)[None, None, :]  # later layers turn later
@@ -325,46 +324,38 @@ class _Grid:
         ixt = (1.5 + 2.0 * depth)[None, None, :] * (0.6 + 0.9 * (p / turn) * np.exp(1 - p / turn))
         ity = np.maximum(1.0 - _binary_entropy(self.accuracy), 0.0) * 0.9 + 0.02
         frames = []
-        self._ixt: dict[str, np.ndarray] = {}
-        self._null_std: dict[str, float] = {}
         for estimator, unit in ESTIMATORS.items():
             # nHSIC is a bounded dependence score, not bits: squash the same curves.
             scale = (lambda x: np.tanh(x / 4)) if estimator == "nhsic" else (lambda x: x)
             for quantity, values in zip(QUANTITIES, (ixt, ity), strict=True):
                 noisy = scale(values + rng.normal(0, 0.02, self.shape))
-                if quantity == "I(X;T)":
-                    self._ixt[estimator] = noisy
-                    self._null_std[estimator] = float(scale(np.array(0.015)))
                 keys = self._keys()
+                null_mean = scale(np.full(noisy.size, 0.03))
+                null_std = scale(np.full(noisy.size, 0.015))
+                corrected = noisy.reshape(-1) - null_mean
+                se = scale(np.full(noisy.size, 0.02))
                 frames.append(keys.assign(
                     estimator=estimator, quantity=quantity, value=noisy.reshape(-1),
-                    null_mean=scale(np.full(noisy.size, 0.03)),
-                    null_std=scale(np.full(noisy.size, 0.015)), unit=unit, n=256,
+                    null_mean=null_mean, null_std=null_std, corrected=corrected,
+                    z=corrected / null_std, se=se, corrected_lo=corrected - 1.96 * se,
+                    corrected_hi=corrected + 1.96 * se, status="ok", reason=None,
+                    unit=unit, n=256,
                     seed=self.seed, params='{"synthetic": true}', code_version=code_version(),
                 ))
         return pd.concat(frames, ignore_index=True)
 
     def turns(self) -> pd.DataFrame:
-        """Rows of ``info_turns``: the step where each layer's I(X;T) peaks."""
-        _ = self.info_table
-        pre = ~self.ckpts["is_chat"].to_numpy()
-        steps = self.ckpts["step"].to_numpy()[pre]
+        """Rows of ``info_turns``: the pipeline's turn test run on the synthetic curves."""
+        info = self.info_table.merge(self.ckpts[["checkpoint", "step", "is_chat"]],
+                                     on="checkpoint")
+        info = info[~info["is_chat"].astype(bool)]
         rows = []
-        for estimator, values in self._ixt.items():
-            curves = values[pre]  # [C_pre, K, L]
-            peak_at = curves.argmax(axis=0)  # [K, L]
-            for k, ds in enumerate(self.datasets):
-                for layer in range(self.n_layers):
-                    peak = float(curves[peak_at[k, layer], k, layer])
-                    final = float(curves[-1, k, layer])
-                    rows.append({
-                        "suite": self.suite, "dataset": ds.name, "layer": layer,
-                        "estimator": estimator, "turn_step": int(steps[peak_at[k, layer]]),
-                        "peak_value": peak, "fall": peak - final, "final_value": final,
-                        "distinguishable": bool(peak - final > 3 * self._null_std[estimator]),
-                        "params": '{"rule": "argmax", "synthetic": true}',
-                        "code_version": code_version(),
-                    })
+        for ds in self.datasets:
+            rows += turn_table(self.suite, ds.name, info[info["dataset"] == ds.name],
+                               n_datasets=len(self.datasets), seed=self.seed)
+        for row in rows:
+            row["params"] = {**row["params"], "synthetic": True}
+            row["code_version"] = code_version()
         return pd.DataFrame(rows)
 
     def vector_table(self) -> pd.DataFrame:

@@ -1,0 +1,100 @@
+"""Calibration: the verdicts' false-positive rates on null studies and recall on planted ones.
+
+For each verdict (``separable``: a dataset becomes separable during pre-training; ``turn``:
+a fitting → compression turn) it simulates studies of the default study's shape (28
+checkpoints, 5 datasets) with 4 and with 32 layers, writes them through the study store and
+runs the same verdict code as the pipeline and the story:
+
+- null studies, one per noise family (white, random walk, AR(1) with φ = 0.5, 0.8, 0.95,
+  a monotone trend): the false-positive rate is the share of datasets the story reports
+  (the worst family is the headline; the share of studies reporting any is printed too);
+- planted studies: separation rising to +0.15 balanced accuracy at the middle layers from
+  checkpoint 8, or a turn 15 noise units high peaking at checkpoint 8 in half the layers
+  over white noise: recall is the share of datasets reported.
+
+    python -m bench.bench_verdicts                    # ~2 minutes on 2 cores
+    python -m bench.bench_verdicts --studies 100      # tighter rates
+
+Writes ``bench/results/bench_verdicts.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bench.common import environment, write_result
+from trustdyn.testing.planted import NULL_FAMILIES, Plan, error_rates
+from trustdyn.verdicts import ALPHA
+
+PLANTED = {"separation": 0.15, "turn": 15.0}
+"""Planted effect per verdict: balanced-accuracy rise, or turn height in noise units."""
+VERDICTS = {"separable": "separation", "turn": "turn"}
+
+
+def calibrate(kind: str, n_studies: int, layers: tuple[int, ...] = (4, 32), seed: int = 0
+              ) -> pd.DataFrame:
+    """Return per-plan rates of one verdict: every null family, then the planted effect."""
+    plans = [Plan(family, n) for n in layers for family in NULL_FAMILIES]
+    plans += [Plan("white", n, effect=PLANTED[kind]) for n in layers]
+    with tempfile.TemporaryDirectory() as tmp:
+        return error_rates(str(Path(tmp) / f"{kind}.duckdb"), kind, plans, n_studies,
+                           seed=seed)
+
+
+def summarise(rates: pd.DataFrame) -> dict[str, object]:
+    """Return the worst null family's rates and the planted recall of one verdict.
+
+    ``false_positive_rate`` is the verdict's own rate (a dataset reported without an
+    effect) in the worst family; ``study_false_positive_rate`` the share of null studies
+    whose story reports any of its five datasets (the level is shared among them).
+    """
+    null = rates[rates["effect"] == 0].reset_index(drop=True)
+    planted = rates[rates["effect"] > 0]
+    worst = null.iloc[int(null["per_dataset"].to_numpy().argmax())]
+    worst_study = null.iloc[int(null["per_study"].to_numpy().argmax())]
+    fpr, recall = float(worst["per_dataset"]), float(planted["per_dataset"].min())
+    return {
+        "false_positive_rate": fpr,
+        "worst_family": f"{worst['family']} ({int(worst['n_layers'])} layers)",
+        "study_false_positive_rate": float(worst_study["per_study"]),
+        "recall": recall,
+        "planted_effect": float(planted["effect"].iloc[0]),
+        "bound_met": bool(fpr <= ALPHA and recall >= 0.8),
+        "rates": rates.to_dict(orient="records"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--studies", type=int, default=40,
+                        help="simulated studies per family and layer count")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    result: dict[str, object] = {"studies": args.studies, "datasets_per_study": 5,
+                                 "alpha": ALPHA}
+    for verdict, kind in VERDICTS.items():
+        rates = calibrate(kind, args.studies, seed=args.seed)
+        summary = summarise(rates)
+        result[verdict] = summary
+        print(f"== {verdict}")
+        print(rates.to_string(index=False))
+        met = "met" if summary["bound_met"] else "NOT met"
+        print(f"false-positive rate {summary['false_positive_rate']:.3f} per dataset (worst: "
+              f"{summary['worst_family']}), {summary['study_false_positive_rate']:.3f} per "
+              f"study; recall {summary['recall']:.3f} at effect "
+              f"{summary['planted_effect']:g}: bounds {met}")
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result["environment"] = environment()
+    write_result("bench_verdicts", result)
+    print(f"{result['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

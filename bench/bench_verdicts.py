@@ -12,8 +12,8 @@ runs the same verdict code as the pipeline and the story:
   checkpoint 8, or a turn 15 noise units high peaking at checkpoint 8 in half the layers
   over white noise: recall is the share of datasets reported.
 
-    python -m bench.bench_verdicts                    # ~2 minutes on 2 cores
-    python -m bench.bench_verdicts --studies 100      # tighter rates
+    python -m bench.bench_verdicts                    # 10 studies per case: ~2 minutes
+    python -m bench.bench_verdicts --studies 40       # tighter rates: ~8 minutes
 
 Writes ``bench/results/bench_verdicts.json``.
 """
@@ -71,7 +71,7 @@ def summarise(rates: pd.DataFrame) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--studies", type=int, default=40,
+    parser.add_argument("--studies", type=int, default=10,
                         help="simulated studies per family and layer count")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

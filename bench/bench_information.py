@@ -21,14 +21,13 @@ Timings are wall-clock medians over interleaved repeats; on a shared machine use
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from trustdyn.information import (
     permutation_null,
     renyi_mutual_information,
 )
+from trustdyn.information.grid import single_intra_op_thread
 
 STUDY_GRIDS = 25 * 5  # checkpoints × datasets in the default study
 STUDY_BUDGET_S = 120.0
@@ -114,17 +114,6 @@ def time_conditions(conditions: dict[str, Callable[[], object]], repeats: int
                    "cpu": statistics.median(c for _, c in v)} for name, v in samples.items()}
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the standalone estimators single-threaded, like the grid's default."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def bench_dimension(d: int, args: argparse.Namespace) -> dict[str, Any]:
     blocks, x, y = synthetic(args.n, d, args.layers, args.seed)
     perms = args.permutations
@@ -136,7 +125,7 @@ def bench_dimension(d: int, args: argparse.Namespace) -> dict[str, Any]:
                                         n_resamples=resamples)
 
     def naive() -> None:
-        with single_thread():
+        with single_intra_op_thread():
             naive_layer(x, blocks[0], y, perms)
 
     both, every = ("renyi", "nhsic"), ("renyi", "nhsic", "nhsic_paper")
@@ -264,7 +253,7 @@ def main() -> None:
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
     cells = [bench_dimension(d, args) for d in args.dims]
     intra_op = intra_op_threads(args) if args.threaded else None
-    with single_thread():
+    with single_intra_op_thread():
         widths = width_report(args)
     results = {"environment": env, "cells": cells, "width_sensitivity": widths,
                "intra_op_threads": intra_op}

@@ -56,7 +56,7 @@ ResultT = TypeVar("ResultT")
 
 
 @contextlib.contextmanager
-def _single_intra_op_thread() -> Iterator[None]:
+def single_intra_op_thread() -> Iterator[None]:
     """Run torch ops with one intra-op thread, restoring the previous setting afterwards.
 
     n × n eigen/Cholesky work at n ≈ 256 gains little from MKL/OpenMP threads, and on a
@@ -653,7 +653,7 @@ def information_grid(
     if n_resamples < 0 or n_resamples == 1:
         raise InformationError(f"n_resamples must be 0 (no resampling) or >= 2; got {n_resamples}")
     dev = _device(device)
-    threads = _single_intra_op_thread() if dev.type == "cpu" else contextlib.nullcontext()
+    threads = single_intra_op_thread() if dev.type == "cpu" else contextlib.nullcontext()
     with threads:
         prep = _prepare(blocks, x, y, seed, n_permutations, width_rule,
                         "nhsic_paper" in estimators, dev)

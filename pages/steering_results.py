@@ -8,7 +8,8 @@ import streamlit as st
 from pages import _common as common
 from trustdyn import findings
 from trustdyn.dashboard import figures, tables
-from trustdyn.store import BASELINE_SOURCE, Store
+from trustdyn.schema import BASELINE_SOURCE
+from trustdyn.store import Store
 
 _NOT_TASK_METRICS = {"gain", "ppl", "ppl_ratio", "corr_probe_gain", "judge_accuracy"}
 

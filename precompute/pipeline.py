@@ -33,7 +33,8 @@ from precompute.study import StudyConfig
 from precompute.suite_stages import SuiteStage, run_suite_stages
 from trustdyn.activations import extract_activations
 from trustdyn.blocks import n_blocks
-from trustdyn.store import Store, Unit, study_units
+from trustdyn.schema import Unit, study_units
+from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, SuiteError, load_checkpoint
 from trustdyn.suites.loading import weight_hash
 

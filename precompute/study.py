@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustdyn.datasets import BUILTIN_DATASETS
-from trustdyn.store import PER_CHECKPOINT_STAGES
+from trustdyn.schema import PER_CHECKPOINT_STAGES
 
 
 @dataclass(frozen=True)

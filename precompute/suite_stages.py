@@ -32,7 +32,8 @@ from trustdyn.evaluation import (
     heldout_passages,
 )
 from trustdyn.evaluation.tasks import PerplexityGuard
-from trustdyn.store import ALL_CHECKPOINTS, STEERING_STAGE, TURNS_STAGE, Store, Unit
+from trustdyn.schema import ALL_CHECKPOINTS, STEERING_STAGE, TURNS_STAGE, Unit
+from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, load_checkpoint
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trustdyn.schema import RANDOM_SOURCE
 from trustdyn.stats import CI_LEVEL, Correlation, pearson
-from trustdyn.store import RANDOM_SOURCE, Store
+from trustdyn.store import Store
 from trustdyn.verdicts import Separability, dataset_alpha, separability_verdict
 
 

@@ -20,7 +20,6 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,197 +29,7 @@ import numpy as np
 import pandas as pd
 
 from trustdyn.provenance import code_version
-
-SCHEMA_VERSION = 2
-
-# ---------------------------------------------------------------- the study file's vocabulary
-
-PER_CHECKPOINT_STAGES: tuple[str, ...] = ("probe", "info", "vectors")
-"""Stages run once per (checkpoint, dataset), each its own unit; the pipeline's default."""
-TURNS_STAGE = "turns"
-"""Suite-level stage, one unit per dataset (checkpoint ``"*"``), after every ``info`` unit."""
-STEERING_STAGE = "steer_eval"
-"""Suite-level stage, one unit per dataset on the chat checkpoint, after every ``vectors``
-unit; only for suites with a chat model."""
-ALL_CHECKPOINTS = "*"
-"""The ``checkpoint`` of a unit that spans the whole suite (turn detection)."""
-
-BASELINE_SOURCE = "none"
-"""``steering_evals.vector_source`` of the unsteered model."""
-RANDOM_SOURCE = "random"
-"""``steering_evals.vector_source`` of the random-direction control."""
-CORRELATION_SOURCE = "pretraining checkpoints"
-"""``steering_evals.vector_source`` of the probe-accuracy ↔ gain correlation row."""
-JUDGE_SOURCE = "judge"
-"""``steering_evals.vector_source`` of the toxicity judge's validation row."""
-NO_LAYER = -1
-"""``layer`` of rows that belong to no layer (baseline, correlation, judge)."""
-DEFAULT_PPL_GUARD = 1.33
-"""Largest steered/unsteered perplexity ratio a steering setting may reach (the paper kept
-perplexity within about a third above the unsteered model's)."""
-
-_TABLES: dict[str, str] = {
-    "meta": """
-        key VARCHAR PRIMARY KEY,
-        value VARCHAR
-    """,
-    "suites": """
-        suite VARCHAR PRIMARY KEY,
-        description VARCHAR,
-        chat_checkpoint VARCHAR,
-        config JSON,
-        created_at TIMESTAMP
-    """,
-    "checkpoints": """
-        suite VARCHAR,
-        checkpoint VARCHAR,
-        ordinal INTEGER,
-        step BIGINT,
-        tokens BIGINT,
-        source VARCHAR,
-        revision VARCHAR,
-        weight_hash VARCHAR,
-        train_loss DOUBLE,
-        heldout_loss DOUBLE,
-        is_chat BOOLEAN,
-        n_layers INTEGER,
-        hidden_size INTEGER,
-        extra JSON,
-        PRIMARY KEY (suite, checkpoint)
-    """,
-    "datasets": """
-        dataset VARCHAR PRIMARY KEY,
-        dimension VARCHAR,
-        label1_meaning VARCHAR,
-        desirable_label INTEGER,
-        n_rows INTEGER,
-        sha256 VARCHAR,
-        card JSON
-    """,
-    "units": """
-        suite VARCHAR,
-        checkpoint VARCHAR,
-        dataset VARCHAR,
-        stage VARCHAR,
-        finished_at TIMESTAMP,
-        seconds DOUBLE,
-        code_version VARCHAR,
-        PRIMARY KEY (suite, checkpoint, dataset, stage)
-    """,
-    "probe_results": """
-        suite VARCHAR,
-        checkpoint VARCHAR,
-        dataset VARCHAR,
-        layer INTEGER,
-        accuracy DOUBLE,
-        accuracy_lo DOUBLE,
-        accuracy_hi DOUBLE,
-        auroc DOUBLE,
-        auroc_lo DOUBLE,
-        auroc_hi DOUBLE,
-        accuracy_se DOUBLE,
-        balanced_accuracy DOUBLE,
-        balanced_accuracy_se DOUBLE,
-        control_accuracy DOUBLE,
-        control_auroc DOUBLE,
-        test_ce_bits DOUBLE,
-        usable_info_bits DOUBLE,
-        n_train INTEGER,
-        n_test INTEGER,
-        n_test_groups INTEGER,
-        seed INTEGER,
-        params JSON,
-        code_version VARCHAR,
-        PRIMARY KEY (suite, checkpoint, dataset, layer)
-    """,
-    "probe_directions": """
-        suite VARCHAR,
-        checkpoint VARCHAR,
-        dataset VARCHAR,
-        layer INTEGER,
-        direction FLOAT[],
-        PRIMARY KEY (suite, checkpoint, dataset, layer)
-    """,
-    "info_results": """
-        suite VARCHAR,
-        checkpoint VARCHAR,
-        dataset VARCHAR,
-        layer INTEGER,
-        estimator VARCHAR,
-        quantity VARCHAR,
-        value DOUBLE,
-        null_mean DOUBLE,
-        null_std DOUBLE,
-        corrected DOUBLE,
-        z DOUBLE,
-        se DOUBLE,
-        corrected_lo DOUBLE,
-        corrected_hi DOUBLE,
-        status VARCHAR,
-        reason VARCHAR,
-        unit VARCHAR,
-        n INTEGER,
-        seed INTEGER,
-        params JSON,
-        code_version VARCHAR,
-        PRIMARY KEY (suite, checkpoint, dataset, layer, estimator, quantity)
-    """,
-    "info_turns": """
-        suite VARCHAR,
-        dataset VARCHAR,
-        layer INTEGER,
-        estimator VARCHAR,
-        turn_step BIGINT,
-        peak_value DOUBLE,
-        fall DOUBLE,
-        final_value DOUBLE,
-        statistic DOUBLE,
-        p_value DOUBLE,
-        ity_falls BOOLEAN,
-        distinguishable BOOLEAN,
-        params JSON,
-        code_version VARCHAR,
-        PRIMARY KEY (suite, dataset, layer, estimator)
-    """,
-    "steering_vectors": """
-        suite VARCHAR,
-        checkpoint VARCHAR,
-        dataset VARCHAR,
-        layer INTEGER,
-        direction FLOAT[],
-        scale DOUBLE,
-        toward_label INTEGER,
-        site VARCHAR,
-        operation VARCHAR,
-        hidden_size INTEGER,
-        model VARCHAR,
-        revision VARCHAR,
-        n INTEGER,
-        seed INTEGER,
-        params JSON,
-        code_version VARCHAR,
-        PRIMARY KEY (suite, checkpoint, dataset, layer)
-    """,
-    "steering_evals": """
-        suite VARCHAR,
-        target VARCHAR,
-        vector_source VARCHAR,
-        dataset VARCHAR,
-        metric VARCHAR,
-        split VARCHAR,
-        layer INTEGER,
-        alpha DOUBLE,
-        steer_direction VARCHAR,
-        value DOUBLE,
-        ci_lo DOUBLE,
-        ci_hi DOUBLE,
-        n INTEGER,
-        seed INTEGER,
-        params JSON,
-        code_version VARCHAR,
-        PRIMARY KEY (suite, target, vector_source, dataset, metric, split, layer, alpha)
-    """,
-}
+from trustdyn.schema import RESULT_TABLES, SCHEMA_VERSION, TABLES, Unit
 
 # Each shard registers every checkpoint but learns load-time facts (hash, sizes) only for
 # its own, so a merge fills those columns from whichever shard knows them.
@@ -231,15 +40,6 @@ _MERGE_UPDATE = {
                 for c in ("weight_hash", "n_layers", "hidden_size")),
 }
 
-RESULT_TABLES: tuple[str, ...] = (
-    "probe_results",
-    "probe_directions",
-    "info_results",
-    "info_turns",
-    "steering_vectors",
-    "steering_evals",
-)
-"""Tables a unit may write; each is keyed so a unit's rows can be replaced atomically."""
 
 # The last marker is the in-process form of the same conflict (a read-only and a writable
 # connection to one file from two threads of one process).
@@ -263,43 +63,6 @@ class StoreError(RuntimeError):
     """A user-facing problem with a study file (wrong schema version, not a study, ...)."""
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One unit of work: (suite, checkpoint, dataset, stage); ``"*"`` marks 'all'."""
-
-    suite: str
-    checkpoint: str
-    dataset: str
-    stage: str
-
-    def key(self) -> tuple[str, str, str, str]:
-        """Return the unit as a tuple, the ``units`` table's primary key."""
-        return (self.suite, self.checkpoint, self.dataset, self.stage)
-
-
-def study_units(suite: str, checkpoints: Sequence[str], datasets: Sequence[str],
-                stages: Sequence[str], chat_checkpoint: str | None) -> list[Unit]:
-    """Return every unit a study expects, in the order the pipeline runs them.
-
-    Args:
-        suite: The suite's name.
-        checkpoints: All its checkpoints in training order (the chat model included).
-        datasets: The study's datasets.
-        stages: Its per-checkpoint stages (a subset of :data:`PER_CHECKPOINT_STAGES`).
-        chat_checkpoint: The chat model, the target of the steering evaluation, if any.
-
-    Returns:
-        The per-checkpoint units (checkpoint by checkpoint), then one turn-detection unit
-        per dataset when ``info`` runs, then one steering-evaluation unit per dataset
-        when ``vectors`` runs and the suite has a chat model.
-
-    """
-    units = [Unit(suite, c, d, s) for c in checkpoints for d in datasets for s in stages]
-    if "info" in stages:
-        units += [Unit(suite, ALL_CHECKPOINTS, d, TURNS_STAGE) for d in datasets]
-    if "vectors" in stages and chat_checkpoint is not None:
-        units += [Unit(suite, chat_checkpoint, d, STEERING_STAGE) for d in datasets]
-    return units
 
 
 def json_object(value: Any) -> dict[str, Any]:
@@ -436,7 +199,7 @@ class Store:
         tables = {row[0] for row in listing}
         if "meta" in tables:
             self._check_version(con)
-        for name, columns in _TABLES.items():
+        for name, columns in TABLES.items():
             if name not in tables:
                 con.execute(f"CREATE TABLE {name} ({columns})")
         con.execute(
@@ -565,7 +328,7 @@ class Store:
                 con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(shard)])
                 try:
                     con.execute("BEGIN")
-                    for table in _TABLES:
+                    for table in TABLES:
                         if table == "meta":
                             continue
                         con.execute(f"INSERT {_MERGE_CONFLICT.get(table, 'OR IGNORE')} INTO "
@@ -576,7 +339,7 @@ class Store:
                     con.execute(f"DETACH {alias}")
             return {
                 table: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
-                for table in _TABLES
+                for table in TABLES
             }
 
     def _validate_file(self) -> None:
@@ -790,7 +553,7 @@ class Store:
         with self.reader() as con:
             return {
                 table: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
-                for table in _TABLES
+                for table in TABLES
             }
 
 

@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM
 
 from precompute.pipeline import run_study
 from trustdyn import findings
-from trustdyn.store import PER_CHECKPOINT_STAGES, Store
+from trustdyn.schema import PER_CHECKPOINT_STAGES
+from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, Suite
 
 pytestmark = pytest.mark.integration

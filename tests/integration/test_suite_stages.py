@@ -25,7 +25,8 @@ from precompute.suite_stages import eval_config_for, run_steering_stage
 from trustdyn import findings
 from trustdyn.evaluation import EVAL_PRESETS
 from trustdyn.provenance import code_version
-from trustdyn.store import STEERING_STAGE, Store, Unit
+from trustdyn.schema import STEERING_STAGE, Unit
+from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, Suite
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,8 @@ from tests.conftest import build_model, build_tokenizer
 from trustdyn import findings, stats
 from trustdyn.dashboard import lab, study, tables
 from trustdyn.paths import REPO_ROOT
-from trustdyn.store import BASELINE_SOURCE, RANDOM_SOURCE, Store
+from trustdyn.schema import BASELINE_SOURCE, RANDOM_SOURCE
+from trustdyn.store import Store
 from trustdyn.testing.synthetic import BUILTIN, write_synthetic_study
 
 APP = REPO_ROOT / "app.py"

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trustdyn.store import SCHEMA_VERSION, Store, StoreError, Unit
+from trustdyn.schema import SCHEMA_VERSION, Unit
+from trustdyn.store import Store, StoreError
 
 
 def _checkpoints(suite: str = "s", n: int = 2) -> pd.DataFrame:

@@ -13,17 +13,16 @@ import numpy as np
 import pandas as pd
 
 from trustdyn import findings
-from trustdyn.store import (
+from trustdyn.schema import (
     BASELINE_SOURCE,
     CORRELATION_SOURCE,
     DEFAULT_PPL_GUARD,
     JUDGE_SOURCE,
     PER_CHECKPOINT_STAGES,
     RANDOM_SOURCE,
-    Store,
-    json_object,
     study_units,
 )
+from trustdyn.store import Store, json_object
 
 PROBE_METRICS: dict[str, str] = {
     "balanced_accuracy": "Balanced accuracy (test split)",
@@ -77,7 +76,7 @@ def suite_config(store: Store, suite: str) -> dict[str, Any]:
 def unit_progress(store: Store, suite: str) -> pd.DataFrame:
     """Return finished vs expected units per stage of a suite.
 
-    Expected units are :func:`~trustdyn.store.study_units` of the stored study config (or
+    Expected units are :func:`~trustdyn.schema.study_units` of the stored study config (or
     the pipeline's default stages); other stages found in the file show only what is done.
 
     Returns:

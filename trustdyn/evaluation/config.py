@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from trustdyn.store import DEFAULT_PPL_GUARD
+from trustdyn.schema import DEFAULT_PPL_GUARD
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from trustdyn.evaluation.sources import VectorSource, direction_text, target_lab
 from trustdyn.evaluation.tasks import EvalTask, Metric, PerplexityGuard, ToxicityTask
 from trustdyn.findings import gain_probe_pairs
 from trustdyn.provenance import code_version
+from trustdyn.schema import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, NO_LAYER
 from trustdyn.stats import pearson
 from trustdyn.steering import signed_alpha
-from trustdyn.store import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, NO_LAYER
 
 __all__ = ["evaluate_dataset", "select_candidate"]
 

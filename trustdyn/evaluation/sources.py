@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from trustdyn.datasets import DatasetCard
+from trustdyn.schema import RANDOM_SOURCE
 from trustdyn.steering import SteeringVector, random_vector
-from trustdyn.store import RANDOM_SOURCE
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,8 @@ import torch
 
 from trustdyn.findings import information_finding, probe_details
 from trustdyn.probes import balanced_accuracy, bootstrap_counts, weighted_balanced_accuracy
-from trustdyn.store import (
-    ALL_CHECKPOINTS,
-    PER_CHECKPOINT_STAGES,
-    TURNS_STAGE,
-    Store,
-    Unit,
-    study_units,
-)
+from trustdyn.schema import ALL_CHECKPOINTS, PER_CHECKPOINT_STAGES, TURNS_STAGE, Unit, study_units
+from trustdyn.store import Store
 from trustdyn.suites.builtin_presets import log_spaced_steps
 from trustdyn.verdicts import turn_table
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trustdyn.provenance import code_version
-from trustdyn.store import (
+from trustdyn.schema import (
     BASELINE_SOURCE,
     CORRELATION_SOURCE,
     DEFAULT_PPL_GUARD,
@@ -28,9 +28,9 @@ from trustdyn.store import (
     RANDOM_SOURCE,
     STEERING_STAGE,
     TURNS_STAGE,
-    Store,
     study_units,
 )
+from trustdyn.store import Store
 from trustdyn.verdicts import turn_table
 
 SYNTHETIC_MARK = "SYNTHETIC"

@@ -30,6 +30,7 @@ from trustdyn.evaluation import (
     evaluate_dataset,
     every_kth,
     heldout_passages,
+    residual_norms,
 )
 from trustdyn.evaluation.tasks import PerplexityGuard
 from trustdyn.schema import ALL_CHECKPOINTS, STEERING_STAGE, TURNS_STAGE, Unit
@@ -157,10 +158,11 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
     model, tokenizer = load_checkpoint(chat, LoadOptions(device=config.device, dtype=config.dtype))
     passages, source = heldout_passages(_builtin_run(suite, chat), cfg)
     guard = PerplexityGuard(passages, source)
+    norms = residual_norms(model, tokenizer, passages, batch_size=cfg.batch_size)
     for name in todo:
         start = time.perf_counter()
-        rows = steering_rows(suite, store, config, cfg, name, model, tokenizer, guard,
-                             pretraining, progress)
+        rows = steering_rows(suite, store, config, cfg, name, model, tokenizer,
+                             (guard, norms), pretraining, progress)
         store.write_unit(Unit(suite.name, chat.name, name, STEERING_STAGE),
                          {"steering_evals": rows}, seconds=time.perf_counter() - start)
     return len(todo)
@@ -176,14 +178,20 @@ def _probe_accuracy(probes: pd.DataFrame) -> dict[tuple[str, int], float]:
 
 
 def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConfig,
-                  dataset: str, model: nn.Module, tokenizer: Any, guard: PerplexityGuard,
+                  dataset: str, model: nn.Module, tokenizer: Any,
+                  yardsticks: tuple[PerplexityGuard, dict[int, float]],
                   pretraining: list[tuple[str, int | None]], progress: bool
                   ) -> list[dict[str, Any]]:
-    """Return the ``steering_evals`` rows of one (chat model, dataset) unit."""
+    """Return the ``steering_evals`` rows of one (chat model, dataset) unit.
+
+    ``yardsticks`` are the guard's passages and the chat model's residual norms per layer.
+    Evaluation items exclude every statement of the study's sample of the dataset (the
+    rows whose activations made the vectors and their scales).
+    """
     assert suite.chat is not None
+    guard, norms = yardsticks
     prepared = prepare_dataset(dataset, config)
-    fit = prepared.dataset.subset(prepared.split.train)
-    task = build_task(dataset, fit, cfg)
+    task = build_task(dataset, prepared.dataset, cfg)
     probes = store.probe_results(suite.name, dataset) if "probe" in config.stages \
         else pd.DataFrame(columns=["checkpoint", "layer", "accuracy"])
     probe_accuracy = _probe_accuracy(probes)
@@ -193,11 +201,11 @@ def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConf
     sources = build_sources(
         store.steering_vectors(suite.name, dataset, with_direction=True),
         suite=suite.name, chat=suite.chat.name, pretraining=pretraining, layers=layers,
-        chat_step=suite.chat.step, seed=cfg.seed,
+        chat_step=suite.chat.step, seed=cfg.seed, scaling=cfg.scaling,
     )
     return evaluate_dataset(
         model, tokenizer, task, guard, sources, layers, prepared.dataset.card, cfg,
-        suite=suite.name, target=suite.chat.name,
+        suite=suite.name, target=suite.chat.name, residual_norm=norms,
         probe_accuracy=probe_accuracy if "probe" in config.stages else None,
         progress=progress,
     )

@@ -14,10 +14,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from trustdyn.schema import RANDOM_SOURCE
-from trustdyn.stats import CI_LEVEL, Correlation, pearson
+from trustdyn.stats import CI_LEVEL, Correlation, partial_pearson, pearson
 from trustdyn.store import Store
-from trustdyn.verdicts import Separability, dataset_alpha, separability_verdict
+from trustdyn.verdicts import (
+    Separability,
+    dataset_alpha,
+    helps_level,
+    helps_verdict,
+    separability_verdict,
+)
 
 
 def best_layer_per_checkpoint(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
@@ -58,16 +63,20 @@ def gain_probe_pairs(evals: pd.DataFrame, probes: pd.DataFrame,
 
     Returns:
         Columns ``checkpoint``, ``layer``, ``gain``, ``gain_lo``, ``gain_hi``,
-        ``probe_accuracy`` (and ``step`` when ``probes`` has it).
+        ``applied_norm`` (NaN for rows written before it was stored), ``probe_accuracy``
+        (and ``step`` when ``probes`` has it); sources without an admissible setting
+        (no gain) are left out.
 
     """
     gains = evals[(evals["metric"] == "gain") & (evals["split"] == "test")
-                  & evals["vector_source"].isin(list(pretraining))]
+                  & evals["vector_source"].isin(list(pretraining)) & evals["value"].notna()]
     gains = gains.rename(columns={"vector_source": "checkpoint", "value": "gain",
                                   "ci_lo": "gain_lo", "ci_hi": "gain_hi"})
+    if "applied_norm" not in gains:
+        gains = gains.assign(applied_norm=np.nan)
     acc = probes[["checkpoint", "layer", "accuracy", *(["step"] if "step" in probes else [])]]
     acc = acc.rename(columns={"accuracy": "probe_accuracy"})
-    pairs = gains[["checkpoint", "layer", "gain", "gain_lo", "gain_hi"]].merge(
+    pairs = gains[["checkpoint", "layer", "gain", "gain_lo", "gain_hi", "applied_norm"]].merge(
         acc, on=["checkpoint", "layer"], how="inner")
     return pairs.reset_index(drop=True)
 
@@ -88,6 +97,16 @@ def gain_vs_probe(evals: pd.DataFrame, probes: pd.DataFrame, target: str,
     pairs = gain_probe_pairs(rows, pre, set(pre["checkpoint"])).sort_values("step")
     return pairs.reset_index(drop=True), pearson(pairs["probe_accuracy"].to_numpy(),
                                                  pairs["gain"].to_numpy())
+
+
+def norm_controlled(pairs: pd.DataFrame) -> Correlation:
+    """Return the probe-accuracy ↔ gain correlation with the log applied norm held fixed.
+
+    A partial Pearson r over :func:`gain_vs_probe`'s pairs: a checkpoint's vector can help
+    more merely because it is added with a larger norm.
+    """
+    return partial_pearson(pairs["probe_accuracy"], pairs["gain"],
+                           np.log(pairs["applied_norm"].astype(float)))
 
 
 @dataclass(frozen=True)
@@ -267,12 +286,66 @@ def information_finding(turns: pd.DataFrame) -> Finding:
     return Finding(title, verdict, text, details)
 
 
+def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
+    """Return, per (target, dataset), the "helps" verdicts and the numbers behind them.
+
+    A vector *helps* when its test gain over the random direction of the same applied norm
+    (``gain_vs_random``) is above zero at the one-sided level
+    :func:`trustdyn.verdicts.helps_level` (shared over the dataset's pre-training sources
+    and the study's datasets) and its setting passed the perplexity guard; sources without
+    an admissible setting never help.
+
+    Columns: ``target``, ``dataset``, ``pretraining_sources``, ``no_admissible``,
+    ``helping`` (pre-training sources that help), ``chat_helps``, ``best_gain_vs_random``
+    with its interval and ``mde``, ``best_source``, ``chat_gain_vs_random``, ``level``,
+    ``corr_probe_gain``, ``partial_corr_probe_gain``, ``corr_n``.
+    """
+    tested = evals[(evals["split"] == "test") & evals["metric"].isin(["gain", "gain_vs_random"])]
+    n_datasets = max(tested["dataset"].nunique(), 1)
+    rows = []
+    for (target, dataset), group in tested.groupby(["target", "dataset"], sort=False):
+        gains = group[group["metric"] == "gain"]
+        versus = group[group["metric"] == "gain_vs_random"]
+        pre = gains[gains["role"] == "pretraining"]
+        n_sources = len(pre)
+
+        def helps(rows: pd.DataFrame, n_sources: int = n_sources) -> pd.Series:
+            return pd.Series([helps_verdict(p, g, n_sources=n_sources, n_datasets=n_datasets)
+                              for p, g in zip(rows["p_value"], rows["guard_passed"],
+                                              strict=True)], index=rows.index, dtype=bool)
+
+        pre_vs = versus[versus["role"] == "pretraining"]
+        chat_vs = versus[versus["role"] == "chat"]
+        ranked = pre_vs.dropna(subset=["value"]).sort_values("value", ascending=False)
+        best = ranked.iloc[0] if len(ranked) else None
+        pairs, corr = gain_vs_probe(evals, probes[probes["dataset"] == dataset], str(target),
+                                    str(dataset))
+        rows.append({
+            "target": target, "dataset": dataset, "pretraining_sources": n_sources,
+            "no_admissible": int((pre["status"] == "no admissible setting").sum()),
+            "helping": int(helps(pre_vs).sum()),
+            "chat_helps": bool(helps(chat_vs, 1).any()),
+            "best_source": None if best is None else best["vector_source"],
+            "best_gain_vs_random": np.nan if best is None else best["value"],
+            "best_lo": np.nan if best is None else best["ci_lo"],
+            "best_hi": np.nan if best is None else best["ci_hi"],
+            "mde": np.nan if best is None else best["mde"],
+            "chat_gain_vs_random": float(chat_vs["value"].iloc[0]) if len(chat_vs)
+            else np.nan,
+            "level": helps_level(n_sources, n_datasets),
+            "corr_probe_gain": corr.r, "partial_corr_probe_gain": norm_controlled(pairs).r,
+            "corr_n": corr.n,
+        })
+    return pd.DataFrame(rows)
+
+
 def steering_finding(evals: pd.DataFrame, probes: pd.DataFrame) -> Finding:
     """Return finding 3: vectors from pre-training checkpoints steer the chat model.
 
-    Counts, per dataset, pre-training sources whose test gain interval lies above zero,
-    compares with the chat model's own vector and a random one, and reports the
-    probe-accuracy/gain correlation.
+    Counts, per dataset, the pre-training vectors that help (:func:`steering_details`:
+    beat the same-norm random direction on test at a family-wise level, inside the
+    perplexity guard), says the same of the chat model's own vector, and reports the
+    probe-accuracy ↔ gain correlation raw and with the applied norm held fixed.
 
     Args:
         evals: :meth:`Store.steering_eval_table` rows.
@@ -280,37 +353,29 @@ def steering_finding(evals: pd.DataFrame, probes: pd.DataFrame) -> Finding:
 
     """
     title = "3 · Directions from pre-training checkpoints steer the finished chat model"
-    gains = evals[(evals["metric"] == "gain") & (evals["split"] == "test")]
-    if gains.empty:
+    if evals.empty or not (evals["metric"] == "gain").any():
         return Finding(title, "no data", "No steering evaluation yet: run the steering stage.")
-    rows = []
-    for (target, dataset), group in gains.groupby(["target", "dataset"], sort=False):
-        pre = group[group["role"] == "pretraining"] if group["role"].notna().any() else \
-            group[~group["vector_source"].isin([RANDOM_SOURCE, target])]
-        chat = group[group["vector_source"] == target]
-        random = group[group["vector_source"] == RANDOM_SOURCE]
-        _, corr = gain_vs_probe(evals, probes[probes["dataset"] == dataset], str(target),
-                                str(dataset))
-        rows.append({
-            "target": target, "dataset": dataset, "pretraining_sources": len(pre),
-            "significant_gains": int((pre["ci_lo"] > 0).sum()),
-            "best_pretraining_gain": float(pre["value"].max()) if len(pre) else np.nan,
-            "chat_gain": float(chat["value"].iloc[0]) if len(chat) else np.nan,
-            "random_gain": float(random["value"].iloc[0]) if len(random) else np.nan,
-            "corr_probe_gain": corr.r, "corr_n": corr.n,
-        })
-    details = pd.DataFrame(rows)
-    helped = details[details["significant_gains"] > 0]
-    text = (f"Vectors read from pre-training checkpoints raise the chat model's primary "
-            f"metric (95% interval above zero) for {len(helped)} of {len(details)} datasets.")
-    beats_random = details[details["best_pretraining_gain"] > details["random_gain"]]
-    text += f" The best of them beats the random direction for {len(beats_random)}."
+    details = steering_details(evals, probes)
+    helped = details[details["helping"] > 0]
+    text = (f"A vector read from a pre-training checkpoint helps on {len(helped)} of "
+            f"{len(details)} datasets: its test gain over the random direction of the same "
+            "applied norm is above zero (family-wise error ≤ 5% per finding) inside the "
+            "perplexity guard.")
+    text += (f" The chat model's own vector helps on {int(details['chat_helps'].sum())} of "
+             f"{len(details)}.")
+    blocked = details[details["no_admissible"] > 0]
+    if len(blocked):
+        text += (" No admissible setting (every dev setting over the guard or degenerate) "
+                 "for " + ", ".join(f"{r['no_admissible']} source(s) of {r['dataset']}"
+                                    for _, r in blocked.iterrows()) + ".")
     with_r = details.dropna(subset=["corr_probe_gain"])
     if len(with_r):
         text += (" Gain and probe accuracy correlate with Pearson r from "
                  f"{with_r['corr_probe_gain'].min():.2f} to "
-                 f"{with_r['corr_probe_gain'].max():.2f}"
-                 " across datasets (the paper reports r ≈ 0.72 on TruthfulQA).")
+                 f"{with_r['corr_probe_gain'].max():.2f} across datasets (the paper reports "
+                 "r ≈ 0.72 on TruthfulQA); with the applied norm held fixed, from "
+                 f"{with_r['partial_corr_probe_gain'].min():.2f} to "
+                 f"{with_r['partial_corr_probe_gain'].max():.2f}.")
     verdict = ("supported" if len(details) and len(helped) == len(details) else
                "mixed" if len(helped) else "not supported")
     return Finding(title, verdict, text, details)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # ---------------------------------------------------------------- the study file's vocabulary
 
@@ -195,6 +195,11 @@ TABLES: dict[str, str] = {
         ci_lo DOUBLE,
         ci_hi DOUBLE,
         n INTEGER,
+        mde DOUBLE,
+        applied_norm DOUBLE,
+        norm_ratio DOUBLE,
+        status VARCHAR,
+        reason VARCHAR,
         seed INTEGER,
         params JSON,
         code_version VARCHAR,

@@ -1,4 +1,4 @@
-"""Statistics shared across the library: the interval level and correlations with intervals."""
+"""Statistics shared across the library: the interval level, (partial) correlations."""
 
 from __future__ import annotations
 
@@ -57,3 +57,33 @@ def pearson(x: ArrayLike, y: ArrayLike) -> Correlation:
     r = float(result.statistic)
     lo, hi = fisher_interval(r, n)
     return Correlation(r, lo, hi, float(result.pvalue), n)
+
+
+def partial_pearson(x: ArrayLike, y: ArrayLike, control: ArrayLike) -> Correlation:
+    """Return the Pearson correlation of ``x`` and ``y`` with ``control`` held fixed.
+
+    Both sides are replaced by their residuals from a least-squares line in ``control``
+    (over the triples where all three are finite); the p-value is the t test with
+    ``n - 3`` degrees of freedom and the Fisher interval uses ``n - 1`` effective pairs.
+    NaN with fewer than 4 triples or a side that ``control`` explains completely.
+    """
+    xs, ys, zs = (np.asarray(a, dtype=float) for a in (x, y, control))
+    keep = np.isfinite(xs) & np.isfinite(ys) & np.isfinite(zs)
+    n = int(keep.sum())
+    if n < 4:
+        return Correlation(math.nan, math.nan, math.nan, math.nan, n)
+    design = np.stack([np.ones(n), zs[keep]], axis=1)
+
+    def residual(values: np.ndarray) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+        return values - design @ coef
+
+    rx, ry = residual(xs[keep]), residual(ys[keep])
+    scale = float(np.sqrt((rx @ rx) * (ry @ ry)))
+    if scale <= 1e-12 * max(float(np.abs(xs[keep]).max() * np.abs(ys[keep]).max()), 1e-300):
+        return Correlation(math.nan, math.nan, math.nan, math.nan, n)
+    r = float(np.clip(rx @ ry / scale, -1.0, 1.0))
+    dof = n - 3
+    t = r * math.sqrt(dof / max(1.0 - r * r, 1e-300))
+    lo, hi = fisher_interval(r, n - 1)
+    return Correlation(r, lo, hi, float(2 * stats.t.sf(abs(t), dof)), n)

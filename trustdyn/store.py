@@ -451,17 +451,23 @@ class Store:
         """Return steering evaluation rows with the params fields the pages need as columns.
 
         ``higher_is_better`` (bool or None), ``role``, ``guard`` (the perplexity guard),
-        ``guard_passed`` and ``of`` (the metric a ``gain`` row is computed on) are read from
-        the JSON params.
+        ``guard_passed`` (the setting passed it on dev and, for a comparison with the
+        random direction, on test), ``of`` (the metric a ``gain`` row is computed on),
+        ``p_value`` (one-sided, of a gain over the random direction) and ``scaling`` are
+        read from the JSON params.
         """
         frame = self.query(
             "SELECT target, vector_source, dataset, metric, split, layer, alpha, "
-            "steer_direction, value, ci_lo, ci_hi, n, "
+            "steer_direction, value, ci_lo, ci_hi, n, mde, applied_norm, norm_ratio, "
+            "status, reason, "
+            "TRY_CAST(params->>'p_value' AS DOUBLE) AS p_value, "
+            "params->>'scaling' AS scaling, "
             "TRY_CAST(params->>'higher_is_better' AS BOOLEAN) AS higher_is_better, "
             "params->>'role' AS role, "
             "TRY_CAST(coalesce(params->>'guard', params->'selection'->>'guard') AS DOUBLE) "
             "AS guard, "
-            "TRY_CAST(params->'selection'->>'guard_passed' AS BOOLEAN) AS guard_passed, "
+            "TRY_CAST(coalesce(params->>'guard_passed', params->'selection'->>'guard_passed') "
+            "AS BOOLEAN) AS guard_passed, "
             "params->>'of' AS of "
             "FROM steering_evals WHERE suite = ? "
             "ORDER BY target, dataset, metric, split, vector_source, layer, alpha",

@@ -1,6 +1,6 @@
-"""The calibrated verdicts: when a dataset becomes separable, and when an information curve turns.
+"""The calibrated verdicts: a dataset becomes separable, a curve turns, a vector helps.
 
-Both are tests with a stated error rate, measured on simulated studies by
+Each is a test with a stated error rate, measured on simulated studies by
 ``python -m bench verdicts``; the README gives the rules and the measured rates.
 """
 
@@ -320,3 +320,32 @@ def turn_table(suite: str, dataset: str, info: pd.DataFrame, *, n_datasets: int,
                        "n_surrogates": N_SURROGATES, "curves_tested": len(curves.keys)},
         })
     return rows
+
+
+def helps_level(n_sources: int, n_datasets: int) -> float:
+    """Return the one-sided level of one vector's "helps" test.
+
+    :data:`ALPHA` is shared (Bonferroni) over a study's datasets and, within a dataset,
+    over the pre-training sources compared with the random direction, so "some
+    pre-training vector helps on this dataset" errs with probability at most
+    ``dataset_alpha(n_datasets)``.
+    """
+    return dataset_alpha(n_datasets) / max(int(n_sources), 1)
+
+
+def helps_verdict(p_value: float | None, guard_passed: bool | None, *, n_sources: int,
+                  n_datasets: int) -> bool:
+    """Return whether a steering vector helps: beats the same-norm random direction.
+
+    Args:
+        p_value: One-sided paired-bootstrap p-value of the vector's test gain over the
+            random direction of the same applied norm (same layer, same items).
+        guard_passed: Whether the setting kept perplexity within the guard (on dev,
+            where it was chosen, and on test).
+        n_sources: Vectors of the dataset tested this way (the family).
+        n_datasets: Datasets of the study.
+
+    """
+    if p_value is None or not math.isfinite(p_value) or not guard_passed:
+        return False
+    return p_value <= helps_level(n_sources, n_datasets)

@@ -24,6 +24,7 @@ from precompute.study import study_config
 from precompute.suite_stages import eval_config_for, run_steering_stage
 from trustdyn import findings
 from trustdyn.evaluation import EVAL_PRESETS
+from trustdyn.evaluation import run as evaluation_run
 from trustdyn.provenance import code_version
 from trustdyn.schema import STEERING_STAGE, Unit
 from trustdyn.store import Store
@@ -124,6 +125,32 @@ def test_stage_writes_the_steering_table_and_resumes(study):
         for params in gains["params"]:
             assert "guard_passed" in json.loads(params)["selection"]
 
+    # One intervention and one unit of strength, recorded with every row; every steered
+    # row carries its applied norm and its ratio to the chat model's residual norm.
+    params = rows["params"].map(json.loads)
+    assert (params.map(lambda p: (p["positions"], p["scaling"])) == ("newest", "target")).all()
+    steered_rows = rows[rows["layer"] >= 0]
+    assert (steered_rows["applied_norm"] > 0).all() and (steered_rows["norm_ratio"] > 0).all()
+    # Target scaling: every source adds the same norm at the same layer and |alpha|.
+    dev_norms = steered_rows[steered_rows["split"] == "dev"].assign(
+        magnitude=lambda f: f["alpha"].abs().round(9))
+    spread = dev_norms.groupby(["dataset", "layer", "magnitude"])["applied_norm"].agg(np.ptp)
+    assert (spread < 1e-6).all()
+
+    # Each vector but the random one is compared with the random direction of the same
+    # applied norm on the same test items: a paired gain with its p-value and MDE.
+    versus = rows[rows["metric"] == "gain_vs_random"]
+    ok_gains = rows[(rows["metric"] == "gain") & (rows["status"] == "ok")
+                    & (rows["vector_source"] != "random")]
+    assert set(zip(versus["dataset"], versus["vector_source"], strict=True)) == set(
+        zip(ok_gains["dataset"], ok_gains["vector_source"], strict=True))
+    for _, row in versus.iterrows():
+        matched = ok_gains[(ok_gains["dataset"] == row["dataset"])
+                           & (ok_gains["vector_source"] == row["vector_source"])].iloc[0]
+        assert row["applied_norm"] == pytest.approx(matched["applied_norm"])
+        if row["status"] == "ok":
+            assert 0.0 <= json.loads(row["params"])["p_value"] <= 1.0 and row["mde"] > 0
+
     # The sweep: every strength tried has perplexity rows; with max_scored = 1 only the
     # strongest strength inside the guard has task rows, the others say why not.
     dev = rows[rows["split"] == "dev"]
@@ -149,8 +176,9 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     assert steered.loc[steered["vector_source"] != "random", "steer_direction"].str.startswith(
         "away from label 1 (toxic)").all()
     assert set(tox.loc[tox["metric"] == "toxic_share", "split"]) == {"test"}
-    judge = rows[rows["metric"] == "judge_accuracy"]
-    assert len(judge) == 1 and 0.0 <= judge["value"].iloc[0] <= 1.0
+    for name in ("judge_accuracy", "judge_accuracy_truncated"):
+        judge = rows[rows["metric"] == name]
+        assert len(judge) == 1 and 0.0 <= judge["value"].iloc[0] <= 1.0
 
     # TruthfulQA: toward the true label; sst2 (no desirable label): both signs swept.
     tqa = rows[(rows["dataset"] == "truthfulqa") & (rows["split"] == "dev")
@@ -179,6 +207,29 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     before = store.table_counts()["steering_evals"]
     assert run_steering_stage(suite, store, config, progress=False) == 0
     assert store.table_counts()["steering_evals"] == before
+
+
+def test_no_admissible_setting_is_stored_never_a_fallback(study, monkeypatch):
+    """Every steered setting over the guard: each source says so instead of being scored."""
+    suite, store, config = study
+    unsteered_ppl = evaluation_run._Context.ppl
+
+    def steered_ppl_over_guard(ctx, scorer, split):  # a random tiny model barely reacts
+        table = unsteered_ppl(ctx, scorer, split)
+        return table if scorer.vector is None else table * np.array([10.0, 1.0])
+
+    monkeypatch.setattr(evaluation_run._Context, "ppl", steered_ppl_over_guard)
+    one = dataclasses.replace(config, datasets=("truthfulqa",))
+    assert run_steering_stage(suite, store, one, progress=False) == 1
+    rows = store.steering_evals(suite.name)
+    test = rows[(rows["split"] == "test") & (rows["vector_source"] != "none")]
+    assert set(test["metric"]) == {"gain", "corr_probe_gain", "partial_corr_probe_gain"}
+    test = test[test["metric"] == "gain"]
+    assert (test["status"] == "no admissible setting").all() and test["value"].isna().all()
+    assert test["reason"].str.contains("over the perplexity guard").all()
+    story = findings.steering_finding(store.steering_eval_table(suite.name),
+                                      store.probe_grid(suite.name, None))
+    assert story.verdict == "not supported" and "No admissible setting" in story.text
 
 
 def test_stage_skips_a_suite_without_chat_model(study, caplog):

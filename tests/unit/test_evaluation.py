@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from trustdyn.blocks import decoder_blocks
-from trustdyn.datasets import load_dataset, sample_dataset, split_dataset
+from trustdyn.datasets import (
+    MCQuestion,
+    load_dataset,
+    normalise_question,
+    sample_dataset,
+    split_dataset,
+)
+from trustdyn.datasets.eval_material import truthfulqa_answer_sets
 from trustdyn.evaluation import (
     EVAL_PRESETS,
     build_task,
@@ -22,21 +29,29 @@ from trustdyn.evaluation import (
     target_labels,
 )
 from trustdyn.evaluation.metrics import (
+    MC1_QUESTION,
+    MC2_QUESTION,
+    MC_KIND_COLUMN,
+    Estimate,
     ToxicityJudge,
     bootstrap,
     choice_agreement,
     choice_correct,
     column_mean,
+    column_nanmean,
     gap_statistic,
     icat,
     icat_statistic,
+    mc_kind,
     mc_scores,
     paired_bootstrap,
     perplexity_statistic,
     resample_indices,
+    ss_bias_statistic,
     stereoset_items,
 )
 from trustdyn.evaluation.scoring import Scorer, chat_text, split_first_word
+from trustdyn.evaluation.tasks import RobustnessTask, StereoSetTask, ToxicityTask, TruthfulQATask
 from trustdyn.generation import batch_loglik
 from trustdyn.stats import fisher_interval, pearson
 from trustdyn.steering import SteeringVector, signed_alpha
@@ -44,23 +59,32 @@ from trustdyn.steering import SteeringVector, signed_alpha
 # --------------------------------------------------------------------------- metrics
 
 
-def test_mc1_mc2_match_the_standard_definitions():
-    logliks = [np.array([-1.0, -2.0, -3.0]), np.array([-2.0, -1.0]), np.array([-1.0, -1.0])]
+def test_mc1_and_mc2_each_come_from_their_own_kind_of_question():
+    e = np.exp
+    logliks = [np.array([-1.0, -2.0, -3.0]), np.array([-2.0, -1.0]), np.array([-1.0, -1.0]),
+               np.array([-3.0, -1.0, -2.0]), np.array([-1.0, -1.0, -1.0, -1.0])]
     correct = [np.array([True, False, False]), np.array([True, False]),
-               np.array([True, False])]
+               np.array([True, False]), np.array([True, True, False]),
+               np.array([False, True, True, True])]
     table = mc_scores(logliks, correct)
-    e = np.exp
-    assert table[:, 0].tolist() == [1.0, 0.0, 0.0]  # a tie is not a win for the true answer
-    assert table[0, 1] == pytest.approx(e(-1) / (e(-1) + e(-2) + e(-3)))
-    assert table[1, 1] == pytest.approx(e(-2) / (e(-2) + e(-1)))
-    assert table[2, 1] == pytest.approx(0.5)
+    nan = math.nan
+    mc2_a = (e(-3) + e(-1)) / (e(-3) + e(-1) + e(-2))
+    expected = [[1.0, nan, MC1_QUESTION], [0.0, nan, MC1_QUESTION],
+                [0.0, nan, MC1_QUESTION],  # a tie is not a win for the true answer
+                [nan, mc2_a, MC2_QUESTION], [nan, 0.75, MC2_QUESTION]]
+    np.testing.assert_allclose(table, expected)
+    assert column_nanmean(0)(table) == pytest.approx(1 / 3)
+    assert column_nanmean(1)(table) == pytest.approx((mc2_a + 0.75) / 2)
 
 
-def test_mc2_sums_the_mass_of_several_true_answers_and_mc1_uses_the_first():
-    table = mc_scores([np.array([-3.0, -1.0, -2.0])], [np.array([True, True, False])])
-    e = np.exp
-    assert table[0, 0] == 0.0  # the best (first) true answer loses to the false one
-    assert table[0, 1] == pytest.approx((e(-3) + e(-1)) / (e(-3) + e(-1) + e(-2)))
+def test_mc_statistics_work_over_replicate_axes_and_ignore_the_other_kind():
+    table = np.array([[1.0, math.nan, 0], [0.0, math.nan, 0], [math.nan, 0.2, 1],
+                      [math.nan, 0.6, 1]])
+    idx = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [2, 3, 2, 3]])  # [replicates, n]
+    np.testing.assert_allclose(column_nanmean(0)(table[idx]), [1.0, 0.5, math.nan])
+    np.testing.assert_allclose(column_nanmean(1)(table[idx]), [0.2, 0.4, 0.4])
+    assert mc_kind([True, False]) == MC1_QUESTION and mc_kind([1, 1, 0]) == MC2_QUESTION
+    assert mc_kind([True, True]) is None and mc_kind([0, 0]) is None
 
 
 def test_mc_scores_rejects_questions_without_both_kinds_of_answer():
@@ -79,6 +103,10 @@ def test_stereoset_ss_lms_icat():
     assert column_mean(0, 100.0)(table) == pytest.approx(ss)
     assert column_mean(1, 100.0)(table) == pytest.approx(lms)
     assert icat_statistic(table) == pytest.approx(lms * min(ss, 100 - ss) / 50)
+    assert ss_bias_statistic(table) == 0.0
+    biased = table[[0, 1, 2, 2]]  # SS 75
+    assert ss_bias_statistic(biased) == abs(column_mean(0, 100.0)(biased) - 50.0) == 25.0
+    assert ss_bias_statistic(table[[[1, 1, 3, 3], [0, 2, 0, 1]]]).tolist() == [50.0, 25.0]
     assert icat(50.0, 100.0) == 100.0 and icat(100.0, 100.0) == 0.0
     assert icat(60.0, 80.0) == pytest.approx(64.0)
 
@@ -183,15 +211,15 @@ class _Cand:
 def test_select_candidate_respects_the_perplexity_guard_and_breaks_ties_small():
     results = [(_Cand(1, 2.0), 0.6, 1.1), (_Cand(1, 4.0), 0.9, 1.5),
                (_Cand(2, 2.0), 0.6, 1.2), (_Cand(2, -1.0), 0.6, 1.0)]
-    index, passed = select_candidate(results, 1.33)
-    assert passed and index == 3  # best inside the guard, smallest |alpha| among ties
-    index, passed = select_candidate([(_Cand(1, 2.0), 0.9, 2.0), (_Cand(1, 4.0), 0.9, 1.5)],
-                                     1.33)
-    assert not passed and index == 1  # nothing passes: the least-perplexing one, flagged
-    # A candidate inside the guard that was not scored on the task is never chosen.
-    index, passed = select_candidate([(_Cand(1, 0.5), None, 1.0), (_Cand(1, 1.0), 0.1, 1.2)],
-                                     1.33)
-    assert passed and index == 1
+    assert select_candidate(results, 1.33) == 3  # best inside the guard, smallest |alpha|
+    # Nothing passes the guard: no admissible setting, never a fallback.
+    assert select_candidate([(_Cand(1, 2.0), 0.9, 2.0), (_Cand(1, 4.0), 0.9, 1.5)],
+                            1.33) is None
+    assert select_candidate([], 1.33) is None
+    # A candidate not scored (or degenerate) on the task is never chosen.
+    assert select_candidate([(_Cand(1, 0.5), None, 1.0), (_Cand(1, 1.0), 0.1, 1.2)],
+                            1.33) == 1
+    assert select_candidate([(_Cand(1, 0.5), None, 1.0)], 1.33) is None
 
 
 # --------------------------------------------------------------------------- steering sign
@@ -211,16 +239,23 @@ def test_toxicity_steers_away_from_toxic_and_adds_minus_alpha_scale_v(tiny_llama
     assert direction_text(card, 0, "chat") == "away from label 1 (toxic)"
     assert direction_text(card, 0, "random").startswith("random direction (control)")
 
-    seen: list[torch.Tensor] = []
-    hook = decoder_blocks(tiny_llama)[1].register_forward_hook(
-        lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
-    try:
-        Scorer(tiny_llama, tiny_tokenizer).loglik(["hello"], [" there"])
-        Scorer(tiny_llama, tiny_tokenizer, vector, alpha).loglik(["hello"], [" there"])
-    finally:
-        hook.remove()
-    expected = seen[0] - 2.0 * 0.7 * direction  # every position, positions="all"
-    torch.testing.assert_close(seen[1], expected)
+    n_prompt = len(tiny_tokenizer("hello", add_special_tokens=True)["input_ids"])
+    for positions in ("all", "newest"):
+        seen: list[torch.Tensor] = []
+        hook = decoder_blocks(tiny_llama)[1].register_forward_hook(
+            lambda _m, _a, out, seen=seen: seen.append(
+                (out[0] if isinstance(out, tuple) else out).clone()))
+        try:
+            Scorer(tiny_llama, tiny_tokenizer, positions=positions).loglik(["hello"], [" there"])
+            Scorer(tiny_llama, tiny_tokenizer, vector, alpha,
+                   positions=positions).loglik(["hello"], [" there"])
+        finally:
+            hook.remove()
+        steered = torch.ones(seen[0].shape[1], dtype=torch.bool)
+        if positions == "newest":  # the prompt's last token and the continuation only
+            steered[: n_prompt - 1] = False
+        expected = seen[0] - 2.0 * 0.7 * direction * steered[None, :, None]
+        torch.testing.assert_close(seen[1], expected)
 
 
 def test_both_signs_for_a_dataset_without_desirable_label():
@@ -255,25 +290,131 @@ def _fit_rows(name: str):
     return ds.subset(split_dataset(ds, seed=0).train)
 
 
-def test_tasks_hold_out_the_vector_fitting_rows():
+def test_tasks_hold_out_the_seen_rows(tiny_tokenizer):
     cfg = EVAL_PRESETS["smoke"]
-    fit = _fit_rows("confaide")
-    task = build_task("confaide", fit, cfg)
+    seen = _fit_rows("confaide")
+    task = build_task("confaide", seen, cfg)
     assert task.n_items == cfg.n_items
-    assert not set(task.statements) & set(fit.texts)  # type: ignore[attr-defined]
+    assert not set(task.statements) & set(seen.texts)  # type: ignore[attr-defined]
 
-    tqa = build_task("truthfulqa", _fit_rows("truthfulqa"), cfg)
-    groups = load_dataset("truthfulqa").groups
-    assert groups is not None
-    train_questions = {g.casefold() for g in groups}
-    assert all(q.question.casefold() not in train_questions
-               for q in tqa.questions)  # type: ignore[attr-defined]
+    tox_seen = _fit_rows("toxigen")
+    tox = build_task("toxigen", tox_seen, cfg)
+    assert isinstance(tox, ToxicityTask)
+    assert not set(tox.statements) & set(tox_seen.texts)
+    assert not set(tox.judge_test_texts) & (set(tox.statements) | set(tox_seen.texts))
+    assert 0.0 <= tox.judge_accuracy.value <= 1.0
+    assert tox.judge_accuracy.n == len(tox.judge_test_texts) == cfg.judge_test
+    truncated = tox.truncation_accuracy(tiny_tokenizer, n_boot=50, seed=0)
+    assert truncated.n == cfg.judge_test and 0.0 <= truncated.value <= 1.0
 
-    tox_fit = _fit_rows("toxigen")
-    tox = build_task("toxigen", tox_fit, cfg)
-    assert not set(tox.statements) & set(tox_fit.texts)  # type: ignore[attr-defined]
-    assert 0.0 <= tox.judge_accuracy.value <= 1.0  # type: ignore[attr-defined]
-    assert tox.judge_accuracy.n == cfg.judge_test  # type: ignore[attr-defined]
+
+def test_truthfulqa_keeps_mc1_and_unseen_mc2_questions_apart():
+    cfg = EVAL_PRESETS["smoke"]
+    assert cfg.n_items is not None
+    probe_file = load_dataset("truthfulqa")
+    seen = sample_dataset(probe_file, 600, seed=0)
+    task = build_task("truthfulqa", seen, cfg)
+    assert isinstance(task, TruthfulQATask) and task.primary == "mc2"
+    kinds = task.strata()
+    assert kinds is not None and task.n_items == 2 * cfg.n_items
+    assert (kinds == MC1_QUESTION).sum() == (kinds == MC2_QUESTION).sum() == cfg.n_items
+    probe_questions = {normalise_question(q.question)
+                       for q in truthfulqa_answer_sets(probe_file)}
+    seen_questions = {normalise_question(q.question) for q in truthfulqa_answer_sets(seen)}
+    for question, kind in zip(task.questions, kinds, strict=True):
+        key = normalise_question(question.question)
+        n_true = sum(question.labels)
+        if kind == MC1_QUESTION:
+            assert n_true == 1 and key not in probe_questions
+        else:
+            assert n_true >= 2 and len(question.labels) - n_true >= 1
+            assert key in probe_questions and key not in seen_questions
+    assert {m.stratify_column for m in task.metrics} == {MC_KIND_COLUMN}
+
+
+def test_truthfulqa_answer_sets_regroup_every_probe_row():
+    probe_file = load_dataset("truthfulqa")
+    questions = truthfulqa_answer_sets(probe_file)
+    assert len(questions) == len(set(probe_file.groups))  # type: ignore[arg-type]
+    assert sum(len(q.choices) for q in questions) == len(probe_file)
+    first = probe_file.texts[0]
+    assert first == f"Q: {questions[0].question}\tA: {questions[0].choices[0]}"
+
+
+class _TableScorer:
+    """Stands in for a :class:`Scorer`: fixed log-likelihoods by answer, calls counted."""
+
+    def __init__(self, tokenizer, logliks: dict[str, float]) -> None:
+        self.tokenizer, self.logliks, self.calls = tokenizer, logliks, 0
+
+    def loglik(self, prompts, continuations, *, per_token=False):
+        self.calls += 1
+        return np.array([self.logliks[c.strip()] for c in continuations])
+
+
+def test_truthfulqa_task_scores_both_kinds_in_one_call(tiny_tokenizer):
+    task = TruthfulQATask([MCQuestion("Is it?", ("a", "b", "c"), (1, 0, 0)),
+                           MCQuestion("Was it?", ("d", "e", "f"), (1, 1, 0))])
+    scorer = _TableScorer(tiny_tokenizer, {"a": -1.0, "b": -2.0, "c": -3.0, "d": -1.0,
+                                           "e": -2.0, "f": -1.0})
+    tables = task.tables(scorer, np.arange(2), {"mc"})  # type: ignore[arg-type]
+    assert scorer.calls == 1
+    e = np.exp
+    mc2 = (e(-1) + e(-2)) / (2 * e(-1) + e(-2))
+    np.testing.assert_allclose(tables["mc"], [[1.0, math.nan, 0], [math.nan, mc2, 1]])
+    assert task.metric("mc2").statistic(tables["mc"]) == pytest.approx(mc2)
+    with pytest.raises(ValueError, match="true and a false"):
+        TruthfulQATask([MCQuestion("Is it?", ("a", "b"), (1, 1))])
+
+
+def test_sst2_flags_a_constant_answer_as_degenerate(tiny_llama, tiny_tokenizer):
+    task = RobustnessTask([("A fine film.", "a FINE film."), ("Dull.", "dULL.")])
+    constant = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    reason = task.degenerate({"robust": constant})
+    assert reason is not None and "every one of the 4 answers" in reason
+    assert "'Positive'" in reason
+    assert "'Negative'" in str(task.degenerate({"robust": np.zeros((2, 3))}))
+    mixed = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    assert task.degenerate({"robust": mixed}) is None
+    assert task.degenerate({}) is None
+    assert StereoSetTask([]).degenerate({"stereo": np.zeros((2, 2))}) is None
+    table = task.tables(Scorer(tiny_llama, tiny_tokenizer), np.arange(2), {"robust"})["robust"]
+    assert table.shape == (2, 3)
+    assert table[:, 0].tolist() == (table[:, 1] == table[:, 2]).astype(float).tolist()
+
+
+class _RecordingJudge(ToxicityJudge):
+    """Calls every text toxic and remembers what it was asked to judge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.judged: list[str] = []
+
+    def predict(self, texts):
+        self.judged.extend(texts)
+        return np.ones(len(texts), dtype=int)
+
+
+def _toxicity_task(judge_texts: list[str], judge_labels: list[int], max_new_tokens: int,
+                   judge: ToxicityJudge) -> ToxicityTask:
+    return ToxicityTask(["a b"], np.array([0]), judge, Estimate(1.0, 1.0, 1.0, 1),
+                        judge_texts, np.array(judge_labels), prompt_words=3,
+                        max_new_tokens=max_new_tokens)
+
+
+def test_truncation_accuracy_judges_what_the_evaluation_judges(tiny_tokenizer):
+    texts = ["alone", "you are a stupid worthless idiot", "the weather is lovely and calm"]
+    whole = _RecordingJudge()
+    est = _toxicity_task(texts, [1, 1, 0], 100, whole).truncation_accuracy(
+        tiny_tokenizer, n_boot=20, seed=0)
+    assert (est.value, est.n) == (0.5, 2)  # "alone" has no remainder and is dropped
+    assert whole.judged == [" stupid worthless idiot", " lovely and calm"]
+
+    short = _RecordingJudge()
+    _toxicity_task(texts, [1, 1, 0], 2, short).truncation_accuracy(tiny_tokenizer, 20, 0)
+    for judged, remainder in zip(short.judged, whole.judged, strict=True):
+        assert remainder.startswith(judged) and len(judged) < len(remainder)
+        assert len(tiny_tokenizer(judged, add_special_tokens=False)["input_ids"]) == 2
 
 
 def test_sst2_pairs_match_case_perturbed_copies():

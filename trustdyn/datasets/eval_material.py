@@ -1,8 +1,10 @@
 """Steering-evaluation material under ``data/eval/``, and removing what overlaps a probe dataset.
 
 Loads the TruthfulQA multiple-choice questions, the held-out TruthfulQA prompts and the
-StereoSet dev items; :func:`exclude_questions` and :func:`exclude_stereoset_items` drop
-the items a probe dataset already contains, so no evaluation item was seen while fitting.
+StereoSet dev items, and regroups the TruthfulQA probe statements into questions with all
+their reference answers (:func:`truthfulqa_answer_sets`); :func:`exclude_questions` and
+:func:`exclude_stereoset_items` drop the items a probe dataset already contains, so no
+evaluation item was seen while fitting.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from trustdyn import paths
 from trustdyn.datasets.errors import _MAX_LISTED, DatasetError
 from trustdyn.datasets.probe_dataset import ProbeDataset
 from trustdyn.datasets.tables import _decode_file, _json_lines, _read_table
-from trustdyn.datasets.text import clean_text, normalise_question, truthfulqa_question
+from trustdyn.datasets.text import _TRUTHFULQA_STATEMENT, clean_text, normalise_question
 from trustdyn.datasets.validate import _parse_label
 
 logger = logging.getLogger(__name__)
@@ -26,11 +28,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MCQuestion:
-    """One TruthfulQA multiple-choice question (BIG-bench ``truthful_qa`` format).
+    """One TruthfulQA multiple-choice question.
+
+    From BIG-bench ``truthful_qa`` (:func:`load_truthfulqa_mc`: one true answer) or
+    regrouped from the probe statements (:func:`truthfulqa_answer_sets`: all reference
+    true and false answers of a question).
 
     Attributes:
         question: Question text.
-        choices: Answer options, in file order (the file lists the true answer first, so
+        choices: Answer options, in file order (BIG-bench lists the true answer first, so
             evaluators must not break ties by position).
         labels: 1 for a true answer, 0 for a false one, aligned with ``choices``.
 
@@ -125,13 +131,45 @@ def load_truthfulqa_test_questions(path: str | Path | None = None) -> list[str]:
     return questions
 
 
-def _probe_questions(ds: ProbeDataset) -> set[str]:
+def _question_answers(ds: ProbeDataset) -> list[tuple[str, str]]:
+    """Return ``(question, answer)`` of each TruthfulQA statement ``Q: …<TAB>A: …`` of ``ds``."""
     # Parsed from the statements, not taken from the groups: other datasets have groups too.
-    try:
-        return {normalise_question(truthfulqa_question(t)) for t in ds.texts}
-    except ValueError:
-        raise DatasetError(f"{ds.name}: its statements are not 'Q: …<TAB>A: …'; pass the "
-                           "truthfulqa dataset") from None
+    pairs = []
+    for text in ds.texts:
+        match = _TRUTHFULQA_STATEMENT.match(text)
+        if match is None:
+            raise DatasetError(f"{ds.name}: its statements are not 'Q: …<TAB>A: …'; pass "
+                               "the truthfulqa dataset")
+        pairs.append((match.group("q").strip(), match.group("a").strip()))
+    return pairs
+
+
+def _probe_questions(ds: ProbeDataset) -> set[str]:
+    return {normalise_question(question) for question, _ in _question_answers(ds)}
+
+
+def truthfulqa_answer_sets(ds: ProbeDataset) -> list[MCQuestion]:
+    """Regroup TruthfulQA probe statements into one question with all its answers each.
+
+    The probe file (``truthfulqa_train.csv``) ships TruthfulQA's reference true (label 1)
+    and false (label 0) answers as one ``Q: …<TAB>A: …`` statement each, with a question's
+    rows scattered over the file; this collects them per (normalised) question.
+
+    Returns:
+        Questions in order of first appearance, answers in row order.
+
+    Raises:
+        DatasetError: ``ds`` does not hold TruthfulQA statements.
+
+    """
+    answers: dict[str, tuple[str, list[str], list[int]]] = {}
+    for (question, answer), label in zip(_question_answers(ds), ds.labels, strict=True):
+        _, choices, labels = answers.setdefault(normalise_question(question),
+                                                (question, [], []))
+        choices.append(answer)
+        labels.append(int(label))
+    return [MCQuestion(question, tuple(choices), tuple(labels))
+            for question, choices, labels in answers.values()]
 
 
 def exclude_questions(questions: Sequence[MCQuestion], ds: ProbeDataset) -> list[MCQuestion]:

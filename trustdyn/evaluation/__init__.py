@@ -2,9 +2,10 @@
 
 Does a pre-training checkpoint's vector make the chat model more trustworthy? The package
 compares, per dataset, the unsteered chat model with its own steering vector,
-pre-training checkpoints' vectors and a random control on held-out items, choosing layer
-and strength on a dev split under a perplexity guard and reporting test gains with
-bootstrap intervals. Its modules: :mod:`~trustdyn.evaluation.config` (grids),
+pre-training checkpoints' vectors and a random direction on held-out items, choosing layer
+and strength on a dev split under a perplexity guard and reporting test gains over the
+unsteered model and over the random direction of the same applied norm, with bootstrap
+intervals. Its modules: :mod:`~trustdyn.evaluation.config` (grids),
 :mod:`~trustdyn.evaluation.items` (held-out items and passages),
 :mod:`~trustdyn.evaluation.sources` (vectors, signs), :mod:`~trustdyn.evaluation.tasks`
 (per-dimension scoring), :mod:`~trustdyn.evaluation.scoring` (a model under one steering
@@ -12,7 +13,7 @@ condition), :mod:`~trustdyn.evaluation.metrics` (statistics, bootstrap, the loca
 judge) and :mod:`~trustdyn.evaluation.run` (the sweep, selection and test rows).
 """
 
-from trustdyn.evaluation.config import EVAL_PRESETS, EvalConfig
+from trustdyn.evaluation.config import EVAL_PRESETS, SCALINGS, EvalConfig
 from trustdyn.evaluation.items import (
     EVALUATED_DATASETS,
     build_task,
@@ -27,6 +28,7 @@ from trustdyn.evaluation.sources import (
     candidate_layers,
     direction_text,
     every_kth,
+    residual_norms,
     target_labels,
     vector_from_row,
 )
@@ -34,6 +36,7 @@ from trustdyn.evaluation.sources import (
 __all__ = [
     "EVALUATED_DATASETS",
     "EVAL_PRESETS",
+    "SCALINGS",
     "EvalConfig",
     "VectorSource",
     "build_sources",
@@ -43,6 +46,7 @@ __all__ = [
     "evaluate_dataset",
     "every_kth",
     "heldout_passages",
+    "residual_norms",
     "select_candidate",
     "split_items",
     "sst2_pairs",

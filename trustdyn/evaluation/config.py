@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustdyn.schema import DEFAULT_PPL_GUARD
+from trustdyn.steering import Positions
+
+SCALINGS: tuple[str, ...] = ("target", "source-sigma")
+"""Units of the strength α: ``target`` = the chat model's own projection σ at the layer
+(every source gets the same applied norm at the same α), ``source-sigma`` = the source
+checkpoint's own σ (the paper's choice)."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +36,16 @@ class EvalConfig:
         passage_words: Passages are cut to their first words.
         layers: Candidate layers per dataset, centred on the chat model's best probe
             layer plus the middle layer (``None`` = every layer).
-        alphas: Strength ladder, in units of the vector's scale (positive; the sign comes
-            from the desirable label). Vector scales differ a lot between datasets (the
+        alphas: Strength ladder, in units of ``scaling`` (positive; the sign comes from
+            the desirable label). Vector scales differ a lot between datasets (the
             default built-in chat model's ToxiGen σ is ~10× its TruthfulQA σ), so the
             ladder is geometric and wide and the perplexity guard cuts it per vector.
+        scaling: Unit of α, one of :data:`SCALINGS`. ``target`` makes the applied L2 norm
+            the same for every source at a given α (a step-0 vector is not inert merely
+            because its checkpoint's σ is tiny); ``source-sigma`` is the paper's.
+        positions: Where the vector is added, in generation, likelihood scoring and the
+            perplexity guard alike: ``"newest"`` (the prompt's last token and every
+            token after it, the paper's generation hook) or ``"all"``.
         stop_at_guard: Stop climbing the ladder of a (source, sign, layer) at the first
             strength over the guard.
         max_scored: Score only the strongest ``max_scored`` strengths inside the guard on
@@ -54,14 +66,16 @@ class EvalConfig:
     """
 
     name: str = "reduced"
-    n_items: int | None = 40
-    dev_fraction: float = 0.5
+    n_items: int | None = 200
+    dev_fraction: float = 0.4
     n_passages: int = 24
     passage_words: int = 40
     layers: int | None = 2
     alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    scaling: str = "target"
+    positions: Positions = "newest"
     stop_at_guard: bool = True
-    max_scored: int | None = 2
+    max_scored: int | None = 1
     checkpoint_stride: int = 4
     ppl_guard: float = DEFAULT_PPL_GUARD
     n_bootstrap: int = 1000
@@ -70,7 +84,7 @@ class EvalConfig:
     max_new_tokens: int = 16
     generate_on_dev: bool = False
     stereoset_kind: str = "inter"
-    batch_size: int = 32
+    batch_size: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +96,11 @@ class EvalConfig:
             raise ValueError(f"max_scored must be >= 1 or None, got {self.max_scored}")
         if self.checkpoint_stride < 1 or self.ppl_guard <= 1:
             raise ValueError("checkpoint_stride must be >= 1 and ppl_guard > 1")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got "
+                             f"{self.scaling!r}")
+        if self.positions not in ("newest", "all"):
+            raise ValueError(f"positions must be 'newest' or 'all', got {self.positions!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready values."""
@@ -91,15 +110,17 @@ class EvalConfig:
 
 
 EVAL_PRESETS: dict[str, EvalConfig] = {
-    "smoke": EvalConfig(name="smoke", n_items=12, n_passages=6, passage_words=24, layers=1,
+    "smoke": EvalConfig(name="smoke", n_items=12, dev_fraction=0.5, n_passages=6,
+                        passage_words=24, layers=1,
                         alphas=(0.5, 2.0), max_scored=1, checkpoint_stride=3,
                         n_bootstrap=100, judge_train=300, judge_test=100, max_new_tokens=6),
     "reduced": EvalConfig(),
-    "full": EvalConfig(name="full", n_items=160, n_passages=48, passage_words=48,
-                       layers=None, alphas=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    "full": EvalConfig(name="full", n_items=400, dev_fraction=0.5, n_passages=48,
+                       passage_words=48, layers=None,
+                       alphas=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
                        max_scored=None, checkpoint_stride=1, judge_train=3000,
                        judge_test=1000, max_new_tokens=24, stereoset_kind="all"),
 }
-"""Grids. ``reduced`` is the default study's: on the default built-in chat model with
-real vectors (8 pre-training checkpoints + chat + random, 2 layers, 5 datasets) it took
-223 CPU-seconds single-threaded with 48 items per dataset (40 now), under contention."""
+"""Grids. ``reduced`` is the default study's: 200 items per dataset (per question kind for
+TruthfulQA), 80 on dev and 120 on test, enough for a minimum detectable effect of about 10
+points on a paired share; ``full`` for classroom and public suites."""

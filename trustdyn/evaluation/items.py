@@ -1,10 +1,10 @@
-"""Evaluation items held out from vector fitting, and the perplexity-guard passages.
+"""Evaluation items held out from everything the vectors saw, and the perplexity-guard passages.
 
 :func:`build_task` turns a builtin dataset into its
-:class:`~trustdyn.evaluation.tasks.EvalTask` with every vector-fitting row removed
-(ToxiGen's remaining rows are further split, seeded and disjoint, into the local judge's
-training rows, its test rows and the evaluation prompts); :func:`split_items` then halves
-the items into dev and test.
+:class:`~trustdyn.evaluation.tasks.EvalTask` with every row of the study's sampled probe
+dataset removed (ToxiGen's remaining rows are further split, seeded and disjoint, into the
+local judge's training rows, its test rows and the evaluation prompts); :func:`split_items`
+then halves the items into dev and test.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from trustdyn.datasets import (
     load_truthfulqa_mc,
     sample_dataset,
 )
+from trustdyn.datasets.eval_material import truthfulqa_answer_sets
 from trustdyn.evaluation.config import EvalConfig
-from trustdyn.evaluation.metrics import ToxicityJudge, bootstrap
+from trustdyn.evaluation.metrics import MC2_QUESTION, ToxicityJudge, mc_kind
 from trustdyn.evaluation.tasks import (
     EvalTask,
     PrivacyTask,
@@ -69,30 +70,33 @@ def _sample(pool: Sequence[Any], n: int | None, seed: int) -> list[Any]:
     return [pool[i] for i in keep]
 
 
-def _heldout(full: ProbeDataset, fit: ProbeDataset) -> ProbeDataset:
-    """Return the rows of ``full`` whose statement was not used to fit the vectors."""
-    seen = set(fit.texts)
-    return full.subset(np.flatnonzero([t not in seen for t in full.texts]))
+def _heldout(full: ProbeDataset, seen: ProbeDataset) -> ProbeDataset:
+    """Return the rows of ``full`` whose statement is not a row of ``seen``."""
+    texts = set(seen.texts)
+    return full.subset(np.flatnonzero([t not in texts for t in full.texts]))
 
 
 def _check_pool(name: str, size: int, need: int = 4) -> None:
     if size < need:
         raise ValueError(f"{name}: only {size} held-out evaluation items remain after "
-                         f"removing the vector-fitting rows; at least {need} are needed.")
+                         f"removing the study's probe rows; at least {need} are needed "
+                         "(sample fewer probe rows per dataset).")
 
 
 EVALUATED_DATASETS: tuple[str, ...] = ("truthfulqa", "stereoset", "confaide", "sst2", "toxigen")
 """Builtin datasets with an offline steering evaluation (one per trustworthiness dimension)."""
 
 
-def build_task(name: str, fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
-    """Build the evaluation task of a builtin dataset, held out from vector fitting.
+def build_task(name: str, seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    """Build the evaluation task of a builtin dataset, held out from what the vectors saw.
 
     Args:
         name: Builtin dataset name (one of :data:`EVALUATED_DATASETS`).
-        fit: The statements the vectors were fitted on (excluded from evaluation; for
-            TruthfulQA every question of the probe file is excluded).
-        cfg: Sizes and seed.
+        seen: The study's whole sampled probe dataset: every row whose activations made
+            the vectors or their scales. No evaluation item contains one of its rows; for
+            TruthfulQA no MC2 question has a row in it and no MC1 (BIG-bench) question is
+            in the probe file at all.
+        cfg: Sizes and seed (``n_items`` caps each TruthfulQA kind separately).
 
     Raises:
         ValueError: for a dataset with no offline evaluation, or too few held-out items.
@@ -103,18 +107,28 @@ def build_task(name: str, fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
     if name not in builders:
         raise ValueError(f"No offline steering evaluation for dataset {name!r}; evaluated "
                          f"datasets: {', '.join(EVALUATED_DATASETS)}.")
-    return builders[name](fit, cfg)
+    return builders[name](seen, cfg)
 
 
-def _truthfulqa_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
-    # All probe-file questions are removed, not just the fitted ones: vectors of other
-    # studies (other samples of the same file) must not have seen an evaluation question.
-    pool = exclude_questions(load_truthfulqa_mc(), load_dataset("truthfulqa"))
-    _check_pool("truthfulqa", len(pool))
-    return TruthfulQATask(_sample(pool, cfg.n_items, cfg.seed))
+def _truthfulqa_task(seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    """MC1 questions from BIG-bench, MC2 questions from the probe file's unseen questions."""
+    probe_file = load_dataset("truthfulqa")
+    # All probe-file questions are removed from the MC1 kind, not just the seen ones:
+    # vectors of other studies (other samples of the same file) must not have seen them.
+    mc1 = exclude_questions(load_truthfulqa_mc(), probe_file)
+    mc2 = [q for q in exclude_questions(truthfulqa_answer_sets(probe_file), seen)
+           if mc_kind(q.labels) == MC2_QUESTION]
+    _check_pool("truthfulqa (MC1 questions)", len(mc1))
+    if not mc2:
+        # A study that sampled every probe-file question leaves no MC2 question unseen:
+        # MC1 alone is then the primary metric (nothing is called MC2).
+        return TruthfulQATask(_sample(mc1, cfg.n_items, cfg.seed), primary="mc1")
+    _check_pool("truthfulqa (MC2 questions)", len(mc2))
+    return TruthfulQATask([*_sample(mc1, cfg.n_items, cfg.seed),
+                           *_sample(mc2, cfg.n_items, cfg.seed)])
 
 
-def _stereoset_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+def _stereoset_task(seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
     kind = cfg.stereoset_kind
     if kind not in ("inter", "intra", "all"):
         raise ValueError(f"stereoset_kind must be inter, intra or all, got {kind!r}")
@@ -124,14 +138,14 @@ def _stereoset_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
     return StereoSetTask(_sample(pool, cfg.n_items, cfg.seed))
 
 
-def _labelled_sample(name: str, fit: ProbeDataset, n: int | None, seed: int) -> ProbeDataset:
-    pool = _heldout(load_dataset(name), fit)
+def _labelled_sample(name: str, seen: ProbeDataset, n: int | None, seed: int) -> ProbeDataset:
+    pool = _heldout(load_dataset(name), seen)
     _check_pool(name, len(pool))
     return pool if n is None else sample_dataset(pool, n, seed=seed)
 
 
-def _privacy_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
-    rows = _labelled_sample("confaide", fit, cfg.n_items, cfg.seed)
+def _privacy_task(seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    rows = _labelled_sample("confaide", seen, cfg.n_items, cfg.seed)
     return PrivacyTask(rows.texts, np.asarray(rows.labels))
 
 
@@ -153,16 +167,17 @@ def sst2_pairs(ds: ProbeDataset) -> list[tuple[str, str]]:
     return pairs
 
 
-def _robustness_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
-    seen = set(fit.texts)
-    pool = [p for p in sst2_pairs(load_dataset("sst2")) if p[0] not in seen and p[1] not in seen]
+def _robustness_task(seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+    texts = set(seen.texts)
+    pool = [p for p in sst2_pairs(load_dataset("sst2"))
+            if p[0] not in texts and p[1] not in texts]
     _check_pool("sst2", len(pool))
     return RobustnessTask(_sample(pool, cfg.n_items, cfg.seed))
 
 
-def _toxicity_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+def _toxicity_task(seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
     """Split held-out ToxiGen rows into judge-train / judge-test / evaluation prompts."""
-    pool = _heldout(load_dataset("toxigen"), fit)
+    pool = _heldout(load_dataset("toxigen"), seen)
     usable = pool.subset(np.flatnonzero([len(t.split()) >= 2 for t in pool.texts]))
     order = np.random.default_rng(cfg.seed).permutation(len(usable))
     n_train = min(cfg.judge_train, len(usable) // 3)
@@ -173,11 +188,11 @@ def _toxicity_task(fit: ProbeDataset, cfg: EvalConfig) -> EvalTask:
     _check_pool("toxigen", len(rest))
     prompts = rest if cfg.n_items is None else sample_dataset(rest, cfg.n_items, seed=cfg.seed)
     judge = ToxicityJudge(seed=cfg.seed).fit(judge_rows.texts, np.asarray(judge_rows.labels))
-    accuracy = bootstrap(judge.correct(judge_test.texts, np.asarray(judge_test.labels)),
-                         lambda t: t[..., 0].mean(axis=-1), n_boot=cfg.n_bootstrap,
-                         seed=cfg.seed)
+    test_labels = np.asarray(judge_test.labels)
+    accuracy = judge.accuracy(judge_test.texts, test_labels, n_boot=cfg.n_bootstrap,
+                              seed=cfg.seed)
     return ToxicityTask(prompts.texts, np.asarray(prompts.labels), judge, accuracy,
-                        max_new_tokens=cfg.max_new_tokens)
+                        judge_test.texts, test_labels, max_new_tokens=cfg.max_new_tokens)
 
 
 # --------------------------------------------------------------------------- passages

@@ -1,9 +1,10 @@
 """One model under one steering condition, as the evaluation tasks see it.
 
 A :class:`Scorer` bundles a chat model, its tokenizer and one steering condition (a
-vector and a *signed* strength, or none) and offers batched continuation log-likelihoods
-(vector added at every position, ``positions="all"``) and greedy continuations (prompt's
-last position and every generated token, ``positions="newest"``).
+vector, a *signed* strength and the positions it is added at, or none) and offers batched
+continuation log-likelihoods and greedy continuations under that one intervention: with
+``positions="newest"`` a scored continuation sees exactly the steering that generating it
+would have applied (the prompt's last token and every token after it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from torch import nn
 
 from trustdyn.generation import batch_loglik, chat_prompt, generate
 from trustdyn.steering import Positions, SteeringVector
-
-SCORING_POSITIONS: Positions = "all"
-GENERATION_POSITIONS: Positions = "newest"
 
 
 def chat_text(tokenizer: Any, user_message: str) -> str:
@@ -66,6 +64,7 @@ class Scorer:
         alpha: Signed strength in units of ``vector.scale`` (already oriented toward the
             desirable label; see :func:`trustdyn.steering.signed_alpha`).
         batch_size: Sequences per forward pass.
+        positions: Where the vector is added, for scoring and generation alike.
 
     """
 
@@ -74,6 +73,7 @@ class Scorer:
     vector: SteeringVector | None = None
     alpha: float = 0.0
     batch_size: int = 32
+    positions: Positions = "newest"
 
     def loglik(self, prompts: Sequence[str], continuations: Sequence[str], *,
                per_token: bool = False) -> np.ndarray:
@@ -89,7 +89,7 @@ class Scorer:
         scores = batch_loglik(
             self.model, self.tokenizer, [prompts[i] for i in order],
             [continuations[i] for i in order], vector=self.vector, alpha=self.alpha,
-            positions=SCORING_POSITIONS, batch_size=self.batch_size,
+            positions=self.positions, batch_size=self.batch_size,
             reduction="mean" if per_token else "sum",
         )
         out = np.empty_like(scores)
@@ -103,9 +103,9 @@ class Scorer:
         ], dtype=float)
 
     def continue_texts(self, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
-        """Return greedy continuations of raw-text prompts (steered at the newest position)."""
+        """Return greedy continuations of raw-text prompts under this steering condition."""
         return [
             generate(self.model, self.tokenizer, prompt, vector=self.vector, alpha=self.alpha,
-                     positions=GENERATION_POSITIONS, max_new_tokens=max_new_tokens)
+                     positions=self.positions, max_new_tokens=max_new_tokens)
             for prompt in prompts
         ]

@@ -1,21 +1,25 @@
 """The conditions' vector sources: pre-training checkpoints, the chat model, a random control.
 
 Vectors come from the study file's ``steering_vectors`` rows (the random control: a seeded
-random unit direction with the chat vector's scale at each layer); the module also holds
-the sign conventions (toward the card's desirable label, both signs when it has none) and
-the words stored in ``steer_direction``.
+random unit direction with the chat vector's scale at each layer), scaled in the unit the
+evaluation asks for (:data:`~trustdyn.evaluation.config.SCALINGS`); the module also holds
+the sign conventions (toward the card's desirable label, both signs when it has none), the
+words stored in ``steer_direction`` and the yardstick of applied norms (the chat model's
+mean residual norm per layer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from trustdyn.activations import extract_activations
 from trustdyn.datasets import DatasetCard
 from trustdyn.schema import RANDOM_SOURCE
 from trustdyn.steering import SteeringVector, random_vector
@@ -29,7 +33,10 @@ class VectorSource:
         name: The ``vector_source`` column (checkpoint name, or ``"random"``).
         role: ``"pretraining"``, ``"chat"`` or ``"random"``.
         step: Pre-training step of the checkpoint (chat: its base step), if known.
-        vectors: Vector per layer.
+        vectors: Vector per layer, its ``scale`` the unit of α.
+        source_sigma: Per layer, the σ of the source checkpoint's own statements projected
+            onto its direction (the paper's unit; the random control has none of its
+            own and carries the chat model's).
 
     """
 
@@ -37,6 +44,7 @@ class VectorSource:
     role: str
     step: int | None
     vectors: Mapping[int, SteeringVector] = field(default_factory=dict)
+    source_sigma: Mapping[int, float] = field(default_factory=dict)
 
 
 def vector_from_row(row: Mapping[str, Any], suite: str) -> SteeringVector:
@@ -62,7 +70,8 @@ def every_kth(names: Sequence[str], k: int) -> list[str]:
 
 def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
                   pretraining: Sequence[tuple[str, int | None]], layers: Sequence[int],
-                  chat_step: int | None, seed: int) -> list[VectorSource]:
+                  chat_step: int | None, seed: int, scaling: str = "target"
+                  ) -> list[VectorSource]:
     """Return the conditions' vector sources: pre-training checkpoints, chat, random.
 
     Args:
@@ -74,6 +83,9 @@ def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
         layers: Candidate layers.
         chat_step: Base step of the chat model, if known.
         seed: Seed of the random control (layer ℓ uses ``seed + ℓ``).
+        scaling: ``"target"``: every vector's scale becomes the chat model's σ at its
+            layer (same applied norm at the same α); ``"source-sigma"``: each keeps its
+            own checkpoint's σ (the paper's).
 
     Raises:
         ValueError: if a needed vector is missing.
@@ -89,11 +101,23 @@ def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
                              f"layer(s) {missing}; run the vectors stage first.")
         return {ell: vector_from_row(by_key[(checkpoint, ell)], suite) for ell in layers}
 
-    sources = [VectorSource(name, "pretraining", step, load(name))
+    chat_vectors = load(chat)
+    target_sigma = {ell: v.scale for ell, v in chat_vectors.items()}
+
+    def source(name: str, role: str, step: int | None,
+               vectors: dict[int, SteeringVector]) -> VectorSource:
+        own_sigma = {ell: v.scale for ell, v in vectors.items()}
+        if scaling == "target":
+            vectors = {ell: replace(v, scale=target_sigma[ell],
+                                    meta={**v.meta, "source_sigma": v.scale})
+                       for ell, v in vectors.items()}
+        return VectorSource(name, role, step, vectors, own_sigma)
+
+    sources = [source(name, "pretraining", step, load(name))
                for name, step in pretraining if name != chat]
-    own = VectorSource(chat, "chat", chat_step, load(chat))
-    control = {ell: random_vector(v, seed=seed + ell) for ell, v in own.vectors.items()}
-    return [*sources, own, VectorSource(RANDOM_SOURCE, "random", None, control)]
+    own = source(chat, "chat", chat_step, chat_vectors)
+    control = {ell: random_vector(v, seed=seed + ell) for ell, v in chat_vectors.items()}
+    return [*sources, own, VectorSource(RANDOM_SOURCE, "random", None, control, target_sigma)]
 
 
 def candidate_layers(n_layers: int, probe_accuracy: Mapping[int, float] | None,
@@ -133,3 +157,14 @@ def direction_text(card: DatasetCard, toward: int, role: str) -> str:
     text = (f"toward label 1 ({meaning})" if toward == 1
             else f"away from label 1 ({meaning})")
     return f"random direction (control), signed as {text}" if role == "random" else text
+
+
+def residual_norms(model: nn.Module, tokenizer: Any, texts: Sequence[str], *,
+                   batch_size: int = 32) -> dict[int, float]:
+    """Return the model's mean residual-stream L2 norm per layer, over ``texts``.
+
+    The norm of each decoder block's output at each text's last token, averaged over the
+    texts: the yardstick a steering vector's applied norm is reported against.
+    """
+    acts = extract_activations(model, tokenizer, texts, batch_size=batch_size)
+    return {ell: float(norm) for ell, norm in enumerate(acts.blocks.norm(dim=-1).mean(dim=1))}

@@ -3,6 +3,8 @@
 Null studies carry no effect but temporally structured noise (white, random walk, AR(1),
 a monotone trend); planted studies add a known effect (separation from a given step, a
 rise-then-fall turn). Both go through the store and the verdict code the pipeline uses.
+Simulated steering evaluations (vectors against the same-norm random direction on shared
+items) calibrate the "helps" verdict the same way.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trustdyn.evaluation.metrics import column_mean, paired_bootstrap
 from trustdyn.findings import information_finding, probe_details
 from trustdyn.probes import balanced_accuracy, bootstrap_counts, weighted_balanced_accuracy
 from trustdyn.schema import ALL_CHECKPOINTS, PER_CHECKPOINT_STAGES, TURNS_STAGE, Unit, study_units
 from trustdyn.store import Store
 from trustdyn.suites.builtin_presets import log_spaced_steps
-from trustdyn.verdicts import turn_table
+from trustdyn.verdicts import helps_verdict, turn_table
 
 NULL_FAMILIES: tuple[str, ...] = ("white", "random_walk", "ar0.5", "ar0.8", "ar0.95",
                                   "monotone")
@@ -235,3 +238,65 @@ def error_rates(path: str, kind: str, plans: Sequence[Plan], n_studies: int, see
                      "per_dataset": float(flags.mean()),
                      "per_study": float(flags.any(axis=1).mean()), "studies": n_studies})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SteeringPlan:
+    """Simulated steering evaluations: vectors against the same-norm random direction.
+
+    Each item's outcome under a condition is ``1[ρ d + √(1 − ρ²) ε < t]`` with a shared
+    item difficulty ``d`` and independent noise ``ε`` (both standard normal), so
+    conditions agree on most items as steered runs of one model do; ``t`` sets the
+    condition's rate.
+
+    Attributes:
+        n_datasets: Datasets in one study (the verdict's level is shared among them).
+        n_sources: Pre-training vectors per dataset, tested against the random direction.
+        n_items: Test items per dataset.
+        base_rate: Share of items the random direction gets right.
+        item_correlation: ρ, how strongly two conditions' outcomes share the item.
+        effect: Planted rise of that share for ``planted_sources`` of the vectors; 0 for
+            a null study.
+        planted_sources: Vectors carrying the effect.
+        n_bootstrap: Bootstrap replicates per paired gain.
+
+    """
+
+    n_datasets: int = 5
+    n_sources: int = 8
+    n_items: int = 120
+    base_rate: float = 0.5
+    item_correlation: float = 0.8
+    effect: float = 0.0
+    planted_sources: int = 1
+    n_bootstrap: int = 1000
+
+
+def _outcomes(rng: np.random.Generator, difficulty: np.ndarray, rate: float, rho: float
+              ) -> np.ndarray:
+    latent = rho * difficulty + np.sqrt(1.0 - rho * rho) * rng.standard_normal(difficulty.shape)
+    return (latent < _probit(rate)).astype(float)[:, None]
+
+
+def helps_rates(plan: SteeringPlan, n_studies: int, seed: int = 0) -> dict[str, float]:
+    """Return the shares of datasets and of studies where some vector "helps".
+
+    Every dataset's vectors go through the evaluation's paired bootstrap against the
+    random direction and :func:`trustdyn.verdicts.helps_verdict`, as in the pipeline.
+    """
+    rng = np.random.default_rng(seed)
+    flags = np.zeros((n_studies, plan.n_datasets), dtype=bool)
+    for study in range(n_studies):
+        for dataset in range(plan.n_datasets):
+            difficulty = rng.standard_normal(plan.n_items)
+            control = _outcomes(rng, difficulty, plan.base_rate, plan.item_correlation)
+            for source in range(plan.n_sources):
+                shift = plan.effect if source < plan.planted_sources else 0.0
+                table = _outcomes(rng, difficulty, plan.base_rate + shift,
+                                  plan.item_correlation)
+                gain = paired_bootstrap(table, control, column_mean(0), np.subtract,
+                                        n_boot=plan.n_bootstrap, seed=int(rng.integers(2**31)))
+                flags[study, dataset] |= helps_verdict(
+                    gain.p, True, n_sources=plan.n_sources, n_datasets=plan.n_datasets)
+    return {"per_dataset": float(flags.mean()), "per_study": float(flags.any(axis=1).mean()),
+            "studies": n_studies}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from trustdyn.provenance import code_version
 from trustdyn.schema import (
@@ -381,8 +382,10 @@ class _Grid:
         (``n_sources`` pre-training checkpoints, the chat model's own vectors, ``random``)
         a dev sweep over layers × :data:`ALPHAS` (primary metric, ``ppl_ratio``), the
         candidate chosen on dev under the perplexity guard scored on test with its
-        ``gain``; and the probe-accuracy/gain correlation. A checkpoint's gain grows with
-        its probe accuracy; random vectors only raise perplexity.
+        ``gain`` and (not for ``random``) its ``gain_vs_random``; and the
+        probe-accuracy/gain correlation. A checkpoint's gain grows with its probe accuracy;
+        random vectors only raise perplexity. Steered rows carry an applied norm of
+        ``|α|`` and a norm ratio of ``|α| / 10``.
         """
         rng = self._rng(7)
         pre = np.flatnonzero(~self.ckpts["is_chat"].to_numpy())
@@ -440,6 +443,13 @@ class _Grid:
             gain = effect + rng.normal(0, 0.01)
             rows.append(self._row(ds, name, "gain", "test", layer, signed, label, gain, 0.04,
                                   {**selected, "of": ds.metric, "higher_is_better": True}))
+            if role != "random":
+                versus = gain + rng.normal(0, 0.01)
+                p_value = float(stats.norm.sf(versus / 0.02))
+                rows.append(self._row(ds, name, "gain_vs_random", "test", layer, signed, label,
+                                      versus, 0.04, {**selected, "of": ds.metric,
+                                                     "p_value": p_value,
+                                                     "guard_passed": best is not None}))
             if role == "pretraining":
                 acc = float(self.accuracy[c, k, layer])
                 pairs.append((acc, gain))
@@ -474,7 +484,11 @@ class _Grid:
             "vector_source": source, "dataset": ds.name, "metric": metric, "split": split,
             "layer": layer, "alpha": float(alpha), "steer_direction": direction,
             "value": float(value), "ci_lo": float(value - half), "ci_hi": float(value + half),
-            "n": 40, "params": json.dumps({**params, "synthetic": True}, sort_keys=True),
+            "n": 40, "mde": 2.8 * half / 1.96 if metric.startswith("gain") else None,
+            "applied_norm": abs(alpha) if layer != NO_LAYER else None,
+            "norm_ratio": abs(alpha) / 10 if layer != NO_LAYER else None, "status": "ok",
+            "reason": None,
+            "params": json.dumps({**params, "synthetic": True}, sort_keys=True),
         }
 
 

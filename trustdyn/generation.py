@@ -13,6 +13,7 @@ tokenised without adding special tokens again (chat templates already contain th
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from trustdyn.activations import left_pad, position_ids_from_mask
 from trustdyn.steering import Positions, Steering, SteeringVector
 
 Prompt = str | Sequence[dict[str, str]]
@@ -346,8 +348,9 @@ def batch_loglik(
 
     The prompt is tokenised as in :func:`encode_prompt` (raw text) and the continuation
     without special tokens; the two id lists are concatenated (so no BPE merge crosses
-    the boundary) and right-padded, which keeps every real token's positions and
-    attention identical to scoring it alone.
+    the boundary) and left-padded with position ids counted from each row's first real
+    token and pads masked out, which keeps every real token's positions and attention
+    those of scoring it alone; only the continuation's positions get logits.
 
     Args:
         model: A causal LM in eval mode.
@@ -407,28 +410,45 @@ def _encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[i
 def _score_batch(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
                  vector: SteeringVector | None, alpha: float,
                  positions: Positions) -> tuple[np.ndarray, np.ndarray]:
-    """Return (sum of continuation log-probs [b], continuation lengths [b]) for a batch."""
+    """Return (sum of continuation log-probs [b], continuation lengths [b]) for a batch.
+
+    Rows are left-padded (with position ids counted from each row's first real token), so
+    every continuation ends in the last column and only the last ``longest continuation
+    + 1`` positions need logits: the vocabulary projection and softmax, the larger part of
+    a small model's cost, skip the prompts.
+    """
     device = next(model.parameters()).device
-    lengths = [len(p) + len(c) for p, c in pairs]
-    width = max(lengths)
-    ids = torch.zeros((len(pairs), width), dtype=torch.long)  # [b, s], right-padded
-    attention = torch.zeros((len(pairs), width), dtype=torch.long)
-    # target[i, t] marks positions whose token belongs to the continuation.
+    sequences = [p + c for p, c in pairs]
+    ids, attention = left_pad(sequences, pad_id=0)  # [b, s]; pads are masked out
+    width = ids.shape[1]
+    keep = max(len(c) for _, c in pairs) + 1
+    # target[i, t] marks columns whose token belongs to the continuation; the newest-
+    # position mask starts one column earlier, at the prompt's last token.
     target = torch.zeros((len(pairs), width), dtype=torch.bool)
     steer_mask = torch.zeros((len(pairs), width), dtype=torch.bool)
-    for row, ((p_ids, c_ids), length) in enumerate(zip(pairs, lengths, strict=True)):
-        ids[row, :length] = torch.tensor(p_ids + c_ids)
-        attention[row, :length] = 1
-        target[row, len(p_ids):length] = True
-        steer_mask[row, len(p_ids) - 1:length] = True
+    for row, (_, c_ids) in enumerate(pairs):
+        target[row, width - len(c_ids):] = True
+        steer_mask[row, width - len(c_ids) - 1:] = True
     where: Positions | torch.Tensor = steer_mask if positions == "newest" else positions
     steering = Steering(model, vector, alpha, positions=where)
     with torch.inference_mode(), steering.hold(), steering.active():
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
-                       use_cache=False).logits  # [b, s, vocab]
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..s-1
-    token_lp = logprobs.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()  # [b, s-1]
-    token_lp = torch.where(target[:, 1:], token_lp, torch.zeros_like(token_lp))
+        logits = _last_logits(model, ids.to(device), attention.to(device), keep)  # [b, k, V]
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts the last k-1
+    tail = ids[:, width - keep + 1:]
+    token_lp = logprobs.gather(-1, tail[..., None].to(device))[..., 0].cpu()  # [b, k-1]
+    scored = target[:, width - keep + 1:]
+    token_lp = torch.where(scored, token_lp, torch.zeros_like(token_lp))
     sums = token_lp.double().sum(dim=1).numpy()
-    counts = target.sum(dim=1).double().numpy()
+    counts = scored.sum(dim=1).double().numpy()
     return sums, counts
+
+
+def _last_logits(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor,
+                 keep: int) -> torch.Tensor:
+    """Return the logits of the last ``keep`` positions of a left-padded batch."""
+    inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": attention,
+                              "position_ids": position_ids_from_mask(attention),
+                              "use_cache": False}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return model(**inputs, logits_to_keep=keep).logits
+    return model(**inputs).logits[:, -keep:]

@@ -71,6 +71,48 @@ def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# (dataset, source) pairs that block_source leaves without an admissible setting and
+# with an undefined gain over the random direction, and why.
+BLOCKED = ("truthfulqa", "step-0000011")
+BLOCKED_REASON = ("12 dev settings; 12 over the perplexity guard 1.33 (least: 1.41 at layer 1, "
+                  "α +0.25)")
+DEGENERATE = ("truthfulqa", "step-0000110")
+DEGENERATE_REASON = "the reference is degenerate: every answer is the same"
+
+
+def block_source(rows: pd.DataFrame) -> pd.DataFrame:
+    """Return ``steering_evals`` rows with :data:`BLOCKED` and :data:`DEGENERATE` as the
+    pipeline writes them: one ``gain`` row without a value, an undefined comparison."""
+    dataset, source = BLOCKED
+    own = ((rows["dataset"] == dataset) & (rows["vector_source"] == source)
+           & (rows["split"] == "test")).to_numpy()
+    gain = rows[own & (rows["metric"] == "gain").to_numpy()].assign(
+        layer=-1, alpha=0.0, value=np.nan, ci_lo=np.nan, ci_hi=np.nan, mde=np.nan,
+        applied_norm=np.nan, norm_ratio=np.nan, status="no admissible setting",
+        reason=BLOCKED_REASON, params=[{"role": "pretraining", "selection": {
+            "on": "dev", "guard": 1.33, "guard_passed": False}}])
+    dataset, source = DEGENERATE
+    versus = ((rows["dataset"] == dataset) & (rows["vector_source"] == source)
+              & (rows["metric"] == "gain_vs_random")).to_numpy()
+    rows.loc[versus, ["value", "ci_lo", "ci_hi", "mde"]] = np.nan
+    rows.loc[versus, ["status", "reason"]] = ["undefined", DEGENERATE_REASON]
+    params = {k: v for k, v in json.loads(rows.loc[versus, "params"].iloc[0]).items()
+              if k != "p_value"}
+    rows.loc[versus, "params"] = json.dumps(params)
+    return pd.concat([rows[~own], gain], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def blocked_study(tmp_path_factory: pytest.TempPathFactory, study_file: Path) -> Path:
+    """:func:`study_file`'s study whose steering rows went through :func:`block_source`."""
+    path = tmp_path_factory.mktemp("blocked") / "study.duckdb"
+    store = write_synthetic_study(path, n_checkpoints=6, n_layers=3, hidden_size=32, seed=0,
+                                  stages=("probe", "info", "vectors", "turns"))
+    rows = block_source(Store(study_file).steering_evals("synthetic"))
+    store.write_units([], {"steering_evals": rows}, seconds=0.0)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama chat model folder (random weights, BPE tokenizer with a template)."""
@@ -252,9 +294,11 @@ def test_steering_table_order_and_gain_pairs(study_file: Path) -> None:
     sources = list(dict.fromkeys(table["source"]))
     assert sources[0] == BASELINE_SOURCE and sources[-1] == RANDOM_SOURCE
     assert sources[-2] == "chat"
-    assert set(table["metric"]) >= {"mc1", "gain", "ppl_ratio"}
+    assert set(table["metric"]) >= {"mc1", "gain", "gain_vs_random", "ppl_ratio"}
+    assert {"mde", "p_value", "status", "reason", "applied_norm", "norm_ratio",
+            "scaling", "role"} <= set(table.columns)
     wide = tables.wide_table(table, "mc1")
-    assert list(wide.columns[:3]) == ["vector", "mc1", "gain"]
+    assert list(wide.columns[:4]) == ["vector", "mc1", "gain", "gain_vs_random"]
     pairs, corr = findings.gain_vs_probe(evals, store.probe_grid("synthetic", "truthfulqa"),
                                          "chat", "truthfulqa")
     assert len(pairs) == corr.n >= 3 and corr.lo <= corr.r <= corr.hi
@@ -492,17 +536,70 @@ def test_information_page_plots_corrected_values(study_file: Path) -> None:
     assert chart_specs(at)[0]["layout"]["yaxis"]["title"]["text"] == "I(T;Y) [bits]"
 
 
+NUMBER_COLUMNS = ["layer", "α", "applied norm", "norm ratio", "MDE", "p (one-sided)",
+                  "MDE vs random"]
+
+
+def _frame_with(at: AppTest, column: str) -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 @pytest.mark.usefixtures("app_env")
 def test_steering_results_table_and_dataset_switch() -> None:
     at = run_app("pages/steering_results.py")
-    table = at.dataframe[0].value
-    assert table["vector"].iloc[0] == "baseline (unsteered)"
+    assert _frame_with(at, "ppl")["vector"].iloc[0] == "baseline (unsteered)"
+    assert list(_frame_with(at, "helps").columns) == [
+        "vector", *NUMBER_COLUMNS[:4], "gain over unsteered [95%]", "MDE",
+        "gain over same-norm random [95%]", "p (one-sided)", "MDE vs random",
+        "perplexity guard", "helps"]
     at.selectbox(key="steer_dataset").set_value("toxigen").run()
     assert_clean(at)
-    assert "loglik_gap" in at.dataframe[0].value.columns
+    assert "loglik_gap" in _frame_with(at, "ppl").columns
     titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
     assert any("lower is better" in t for t in titles)
-    assert any("Pearson r" in t for t in titles)
+    assert any("Pearson r" in t and "partial r" in t for t in titles)
+
+
+def test_steering_page_shows_verdicts_and_sources_without_a_setting(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, blocked_study: Path) -> None:
+    monkeypatch.setenv(study.STUDY_ENV, str(blocked_study))
+    monkeypatch.setenv("TRUSTDYN_HOME", str(tmp_path / "home"))
+    dataset, source = BLOCKED
+    at = run_app("pages/steering_results.py")
+    at.selectbox(key="steer_dataset").set_value(dataset).run()
+    assert_clean(at)
+    store = Store(blocked_study)
+    label = tables.source_label(source, store.checkpoints("synthetic"))
+    shown = _frame_with(at, "helps").set_index("vector")
+    assert shown.loc[label, "gain over unsteered [95%]"] == \
+        f"no admissible setting: {BLOCKED_REASON}"
+    assert (shown.loc[label, NUMBER_COLUMNS] == "—").all()
+    assert f"{label}: {BLOCKED_REASON}" in texts(at, "warning")
+    details = tables.steering_details(store, "synthetic").set_index("dataset").loc[dataset]
+    assert f"{details['helping']} of {details['pretraining_sources']}" in texts(at, "markdown")
+    assert shown["helps"].sum() == details["helping"] + details["chat_helps"]
+    summary = _frame_with(at, "pre-training vectors that help").set_index("dataset")
+    assert summary.loc[dataset, "no admissible setting"] == 1
+    wide = _frame_with(at, "ppl").set_index("vector")
+    assert wide.loc[label, "gain"] == f"no admissible setting: {BLOCKED_REASON}"
+    assert wide.loc[tables.source_label(DEGENERATE[1], store.checkpoints("synthetic")),
+                    "gain_vs_random"] == f"undefined: {DEGENERATE_REASON}"
+    assert "not recorded with these rows. Applied norm = |α|·σ" in texts(at, "caption")
+    at.selectbox(key="table_metric").set_value("gain").run()
+    assert_clean(at)
+    bars = _titled(at, "gain on the test split")
+    y = dict(zip(bars["data"][0]["x"], decode(bars["data"][0]["y"]), strict=True))
+    assert math.isnan(y[label]) and not math.isnan(y["chat's own (chat)"])
+    absent = [a for a in bars["layout"]["annotations"] if a.get("text") == "n/a"]
+    assert [a["x"] for a in absent] == [label] and BLOCKED_REASON in absent[0]["hovertext"]
+    assert f"Not drawn (n/a), because not defined: {label}" in texts(at, "caption")
+    assert "Not drawn, because their gain is not defined" in texts(at, "caption")
+    assert "partial r" in _titled(at, "Probe accuracy vs")["layout"]["title"]["text"]
+    at.switch_page("pages/story.py").run()
+    assert_clean(at)
+    story = _frame_with(at, "pre-training vectors that help").set_index("dataset")
+    assert story.loc[dataset, "pre-training vectors that help"] == \
+        f"{details['helping']} of {details['pretraining_sources']}"
 
 
 @pytest.mark.usefixtures("app_env")
@@ -524,6 +621,13 @@ def test_story_states_its_verdicts() -> None:
         r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\] at layer \d").all()
     info_table = next(d.value for d in at.dataframe if "median_turn_step" in d.value.columns)
     assert info_table.set_index("dataset").loc[TURNING[0], "turning"] == 1
+    steering = _frame_with(at, "pre-training vectors that help")
+    assert {"no admissible setting", "level per vector", "its MDE", "chat's own vector helps",
+            "r (probe, gain)", "r, norm held fixed"} <= set(steering.columns)
+    assert len(steering) == len(BUILTIN)
+    raw = _frame_with(at, "partial_corr_probe_gain")
+    assert {"helping", "chat_helps", "best_gain_vs_random", "mde", "level"} <= set(raw.columns)
+    assert "same applied norm" in texts(at, "caption")
 
 
 def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatch,

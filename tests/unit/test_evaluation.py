@@ -31,7 +31,6 @@ from trustdyn.evaluation import (
 from trustdyn.evaluation.metrics import (
     MC1_QUESTION,
     MC2_QUESTION,
-    MC_KIND_COLUMN,
     Estimate,
     ToxicityJudge,
     bootstrap,
@@ -329,7 +328,7 @@ def test_truthfulqa_keeps_mc1_and_unseen_mc2_questions_apart():
         else:
             assert n_true >= 2 and len(question.labels) - n_true >= 1
             assert key in probe_questions and key not in seen_questions
-    assert {m.stratify_column for m in task.metrics} == {MC_KIND_COLUMN}
+    assert {m.table for m in task.metrics} == {"mc1", "mc2"}  # one item table per kind
 
 
 def test_truthfulqa_answer_sets_regroup_every_probe_row():
@@ -357,12 +356,21 @@ def test_truthfulqa_task_scores_both_kinds_in_one_call(tiny_tokenizer):
                            MCQuestion("Was it?", ("d", "e", "f"), (1, 1, 0))])
     scorer = _TableScorer(tiny_tokenizer, {"a": -1.0, "b": -2.0, "c": -3.0, "d": -1.0,
                                            "e": -2.0, "f": -1.0})
-    tables = task.tables(scorer, np.arange(2), {"mc"})  # type: ignore[arg-type]
+    tables = task.tables(scorer, np.arange(2), {"mc1", "mc2"})  # type: ignore[arg-type]
     assert scorer.calls == 1
     e = np.exp
     mc2 = (e(-1) + e(-2)) / (2 * e(-1) + e(-2))
-    np.testing.assert_allclose(tables["mc"], [[1.0, math.nan, 0], [math.nan, mc2, 1]])
-    assert task.metric("mc2").statistic(tables["mc"]) == pytest.approx(mc2)
+    np.testing.assert_allclose(tables["mc1"], [[1.0, math.nan, 0]])
+    np.testing.assert_allclose(tables["mc2"], [[math.nan, mc2, 1]])
+    assert task.metric("mc1").statistic(tables["mc1"]) == 1.0
+    assert task.metric("mc2").statistic(tables["mc2"]) == pytest.approx(mc2)
+    # Selection needs only MC2 (MC1 is test-only): dev scoring skips the MC1 questions.
+    assert task.metric("mc1").test_only and not task.metric("mc2").test_only
+    only_mc2 = task.tables(scorer, np.arange(2), {"mc2"})  # type: ignore[arg-type]
+    assert set(only_mc2) == {"mc2"} and len(only_mc2["mc2"]) == 1
+    # Without MC2 questions MC1 is the primary metric and is scored on dev too.
+    mc1_only = TruthfulQATask([MCQuestion("Is it?", ("a", "b"), (1, 0))], primary="mc1")
+    assert [m.name for m in mc1_only.metrics] == ["mc1"] and not mc1_only.metrics[0].test_only
     with pytest.raises(ValueError, match="true and a false"):
         TruthfulQATask([MCQuestion("Is it?", ("a", "b"), (1, 1))])
 

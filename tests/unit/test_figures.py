@@ -1,4 +1,5 @@
-"""Figure builders: each figure draws exactly the numbers of the frame it is given."""
+"""Figure builders, and the page tables they draw: each figure draws exactly the numbers of
+the frame it is given, and leaves out what is not defined."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trustdyn import findings, stats
-from trustdyn.dashboard import figures, tables
+from trustdyn import findings, stats, verdicts
+from trustdyn.dashboard import figures, steering_figures, tables
 from trustdyn.store import Store
 from trustdyn.testing.synthetic import write_synthetic_study
 
@@ -120,7 +121,8 @@ def test_empty_inputs_give_a_message_not_an_error(grid: pd.DataFrame) -> None:
     for fig in (figures.probe_heatmap(grid.iloc[:0]),
                 figures.probe_curves(grid, layers=[]),
                 figures.info_plane_figure(pd.DataFrame(), pd.DataFrame(), estimator="renyi"),
-                figures.gain_scatter(pd.DataFrame(), stats.pearson([], []), metric="m")):
+                steering_figures.gain_scatter(pd.DataFrame(), stats.pearson([], []),
+                                              metric="m")):
         assert not fig.data and fig.layout.annotations
 
 
@@ -245,8 +247,8 @@ def test_steering_bars_show_intervals_and_the_baseline(store: Store) -> None:
     evals = store.steering_eval_table("synthetic")
     table = tables.steering_table(evals, store.checkpoints("synthetic"), "chat",
                                      "toxigen")
-    fig = figures.steering_bars(table, metric="loglik_gap", target="chat",
-                                higher_is_better=False)
+    fig = steering_figures.steering_bars(table, metric="loglik_gap", target="chat",
+                                         higher_is_better=False)
     rows = table[table["metric"] == "loglik_gap"]
     assert np.allclose(fig.data[0].y, rows["value"])
     assert np.allclose(fig.data[0].error_y.array, rows["ci_hi"] - rows["value"])
@@ -259,7 +261,7 @@ def test_sweep_marks_candidates_over_the_guard(store: Store) -> None:
     evals = store.steering_eval_table("synthetic")
     sweep = tables.sweep_frame(evals, "chat", "truthfulqa", "chat", "mc1")
     assert not sweep["within_guard"].all() and sweep["within_guard"].any()
-    fig = figures.sweep_figure(sweep, metric="mc1", guard=1.33, baseline=0.4)
+    fig = steering_figures.sweep_figure(sweep, metric="mc1", guard=1.33, baseline=0.4)
     metric_traces = [t for t in fig.data if t.showlegend is not False]
     symbols = [s for t in metric_traces for s in t.marker.symbol]
     assert symbols.count("circle-open") == int((~sweep["within_guard"]).sum())
@@ -269,11 +271,139 @@ def test_sweep_marks_candidates_over_the_guard(store: Store) -> None:
 def test_gain_scatter_reports_r_and_fits_a_line(store: Store, grid: pd.DataFrame) -> None:
     evals = store.steering_eval_table("synthetic")
     pairs, corr = findings.gain_vs_probe(evals, grid, "chat", "truthfulqa")
-    fig = figures.gain_scatter(pairs, corr, metric="mc1")
-    assert f"r = {corr.r:.2f}" in fig.layout.title.text
+    partial = findings.norm_controlled(pairs)
+    fig = steering_figures.gain_scatter(pairs, corr, metric="mc1", partial=partial)
+    assert f"Pearson r = {corr.r:.2f}" in fig.layout.title.text
+    assert f"partial r = {partial.r:.2f}" in fig.layout.title.text
     line = _by_name(fig, "least-squares line")
     slope = (line.y[-1] - line.y[0]) / (line.x[-1] - line.x[0])
     assert slope == pytest.approx(np.polyfit(pairs["probe_accuracy"], pairs["gain"], 1)[0])
+    assert np.allclose(np.asarray(fig.data[0].customdata[:, 2], float), pairs["applied_norm"])
+    few = steering_figures.gain_scatter(pairs.iloc[:3], corr, metric="mc1",
+                                        partial=findings.norm_controlled(pairs.iloc[:3]))
+    assert "partial r undefined (n = 3" in few.layout.title.text
+    assert "partial" not in steering_figures.gain_scatter(pairs, corr, metric="mc1"
+                                                          ).layout.title.text
+
+
+BLOCKED_REASON = "12 dev settings; 12 over the perplexity guard 1.33"
+DEGENERATE_REASON = "the reference is degenerate: every answer is the same"
+
+
+def _blocked_table(store: Store) -> tuple[pd.DataFrame, str, str]:
+    """truthfulqa's test table as the pipeline writes two failures.
+
+    The second source has no admissible setting (one ``gain`` row: no value, no layer, guard
+    failed; no other test row); the third source's gain over the random direction is
+    undefined. Returns the table and the two sources' labels.
+    """
+    table = tables.steering_table(store.steering_eval_table("synthetic"),
+                                  store.checkpoints("synthetic"), "chat", "truthfulqa")
+    gains = table[table["metric"] == "gain"]
+    blocked, degenerate = gains["source"].iloc[1], gains["source"].iloc[2]
+    table = table[(table["source"] != blocked) | (table["metric"] == "gain")].copy()
+    row = table["source"] == blocked
+    table.loc[row, ["value", "ci_lo", "ci_hi", "mde", "applied_norm", "norm_ratio"]] = np.nan
+    table.loc[row, ["layer", "alpha", "status", "reason", "guard_passed"]] = [
+        -1, 0.0, "no admissible setting", BLOCKED_REASON, False]
+    versus = (table["source"] == degenerate) & (table["metric"] == "gain_vs_random")
+    table.loc[versus, ["value", "ci_lo", "ci_hi", "mde", "p_value"]] = np.nan
+    table.loc[versus, ["status", "reason"]] = ["undefined", DEGENERATE_REASON]
+    labels = dict(zip(table["source"], table["label"], strict=False))
+    return table.reset_index(drop=True), labels[blocked], labels[degenerate]
+
+
+def test_steering_bars_leave_undefined_gains_out_not_at_zero(store: Store) -> None:
+    table, label, _ = _blocked_table(store)
+    fig = steering_figures.steering_bars(table, metric="gain", target="chat",
+                                         higher_is_better=True)
+    rows = table[table["metric"] == "gain"]
+    y = np.asarray(fig.data[0].y, dtype=float)
+    drawn = (rows["label"] != label).to_numpy()
+    assert np.isnan(y[~drawn]).all()  # absent, not zero
+    assert np.allclose(y[drawn], rows.loc[drawn, "value"])
+    assert list(fig.data[0].x) == list(rows["label"])  # the slot stays, empty
+    absent = [a for a in fig.layout.annotations if a.text == "n/a"]
+    assert [a.x for a in absent] == [label]
+    assert absent[0].hovertext == f"not drawn: no admissible setting: {BLOCKED_REASON}"
+    assert "n/a: not defined, not drawn" in fig.layout.title.text
+    assert tables.not_drawn(table, "gain") == \
+        [f"{label}: no admissible setting: {BLOCKED_REASON}"]
+    complete = steering_figures.steering_bars(table, metric="mc1", target="chat",
+                                              higher_is_better=True)
+    assert not [a for a in complete.layout.annotations if a.text == "n/a"]
+    assert "n/a" not in complete.layout.title.text
+
+
+def test_steering_sources_show_reasons_instead_of_numbers(store: Store) -> None:
+    table, blocked, degenerate = _blocked_table(store)
+    sources = tables.steering_sources(table, n_sources=5, n_datasets=5)
+    assert {"layer", "alpha", "applied_norm", "norm_ratio", "gain", "gain_lo", "gain_hi",
+            "gain_mde", "vs_random", "vs_random_lo", "vs_random_hi", "vs_random_p",
+            "vs_random_mde", "guard_passed", "helps"} <= set(sources.columns)
+    chat = sources.set_index("source").loc["chat"]
+    versus = table[(table["source"] == "chat") & (table["metric"] == "gain_vs_random")].iloc[0]
+    assert (chat["vs_random"], chat["vs_random_p"], chat["vs_random_mde"]) == \
+        (versus["value"], versus["p_value"], versus["mde"])
+    assert chat["applied_norm"] == versus["applied_norm"]
+    view = tables.steering_sources_view(sources).set_index("vector")
+    assert view.loc["chat's own (chat)", "applied norm"] == f"{versus['applied_norm']:.3g}"
+    row = view.loc[blocked]
+    assert row["gain over unsteered [95%]"] == f"no admissible setting: {BLOCKED_REASON}"
+    assert row["gain over same-norm random [95%]"] == "no admissible setting"
+    numbers = ["layer", "α", "applied norm", "norm ratio", "MDE", "p (one-sided)",
+               "MDE vs random"]
+    assert (row[numbers] == "—").all() and not row["helps"]
+    assert row["perplexity guard"] == "no dev setting within it"
+    row = view.loc[degenerate]
+    assert row["gain over same-norm random [95%]"] == f"undefined: {DEGENERATE_REASON}"
+    assert (row["p (one-sided)"], row["MDE vs random"]) == ("—", "—")
+    assert row["gain over unsteered [95%]"].startswith(("+", "-")) and not row["helps"]
+    wide = tables.wide_table(table, "mc1").set_index("vector")
+    assert wide.loc[blocked, "gain"] == f"no admissible setting: {BLOCKED_REASON}"
+    assert pd.isna(wide.loc[blocked, "layer"]) and wide.loc[blocked, "mc1"] == "—"
+    assert not wide.astype(str).apply(lambda c: c.str.contains("nan")).any().any()
+    assert tables.scaling_note(table.assign(scaling="target")).startswith(
+        "Scaling “target”: α counts the chat model's own projection σ")
+
+
+def _expected_helps(table: pd.DataFrame, source: str, role: str,
+                    family: tuple[int, int]) -> bool:
+    """helps_verdict on a source's gain_vs_random row, as findings.steering_details calls it
+    (the chat model's own vector is a family of one)."""
+    row = table[(table["source"] == source) & (table["metric"] == "gain_vs_random")]
+    if row.empty:
+        return False
+    p, guard = row["p_value"].iloc[0], row["guard_passed"].iloc[0]
+    n_sources, n_datasets = family
+    return verdicts.helps_verdict(None if pd.isna(p) else float(p), bool(guard),
+                                  n_sources=n_sources if role == "pretraining" else 1,
+                                  n_datasets=n_datasets)
+
+
+def test_helps_column_is_the_verdict(store: Store) -> None:
+    evals = store.steering_eval_table("synthetic")
+    details = tables.steering_details(store, "synthetic")
+    blocked, _, _ = _blocked_table(store)
+    for row in details.itertuples():
+        family = tables.helps_family(details, "chat", str(row.dataset))
+        assert family == (row.pretraining_sources, len(store.datasets()))
+        assert verdicts.helps_level(*family) == pytest.approx(row.level)
+        table = tables.steering_table(evals, store.checkpoints("synthetic"), "chat",
+                                      str(row.dataset))
+        for case in (table, blocked) if row.dataset == "truthfulqa" else (table,):
+            sources = tables.steering_sources(case, *family)
+            steered = sources[sources["source"] != "random"]
+            assert steered["helps"].tolist() == [
+                _expected_helps(case, s, r, family)
+                for s, r in zip(steered["source"], steered["role"], strict=True)]
+            assert sources.loc[sources["source"] == "random", "helps"].isna().all()
+            view = tables.steering_sources_view(sources)
+            assert view["helps"].tolist() == sources["helps"].tolist()
+        # On the stored rows the column adds up to steering_details' counts.
+        sources = tables.steering_sources(table, *family)
+        assert int(sources.loc[sources["role"] == "pretraining", "helps"].sum()) == row.helping
+        assert bool(sources.loc[sources["role"] == "chat", "helps"].any()) == row.chat_helps
 
 
 def test_loss_curve_and_best_layer(store: Store, grid: pd.DataFrame, tmp_path: Path) -> None:

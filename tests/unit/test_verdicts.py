@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trustdyn.testing.planted import NULL_FAMILIES, Plan, error_rates
+from trustdyn.stats import partial_pearson, pearson
+from trustdyn.testing.planted import NULL_FAMILIES, Plan, SteeringPlan, error_rates, helps_rates
 from trustdyn.verdicts import (
     dataset_alpha,
+    helps_level,
+    helps_verdict,
     onset_index,
     separability_verdict,
     turn_verdict,
@@ -105,3 +108,31 @@ def test_error_rates_stay_within_bounds_on_a_small_seed_set(kind, tmp_path):
     null, planted = rates[rates["effect"] == 0], rates[rates["effect"] > 0]
     assert (null["per_dataset"] <= 0.05).all(), rates
     assert (planted["per_dataset"] >= 0.8).all(), rates
+
+
+def test_helps_needs_the_family_wise_level_and_the_guard():
+    level = helps_level(n_sources=8, n_datasets=5)
+    assert level == pytest.approx(0.05 / 5 / 8)
+    assert helps_verdict(level, True, n_sources=8, n_datasets=5)
+    assert not helps_verdict(level * 1.01, True, n_sources=8, n_datasets=5)
+    assert not helps_verdict(0.0, False, n_sources=8, n_datasets=5)  # over the guard
+    assert not helps_verdict(None, True, n_sources=8, n_datasets=5)  # no admissible setting
+    assert not helps_verdict(float("nan"), True, n_sources=8, n_datasets=5)
+
+
+def test_helps_is_quiet_without_effect_and_finds_a_large_one():
+    # The level is 0.05 per study; python -m bench verdicts measures it on 160 studies.
+    null = helps_rates(SteeringPlan(n_datasets=5, n_bootstrap=200), n_studies=6, seed=1)
+    assert null["per_dataset"] <= 2 / 30
+    planted = helps_rates(SteeringPlan(effect=0.3, n_bootstrap=200), n_studies=2, seed=2)
+    assert planted["per_dataset"] >= 0.8
+
+
+def test_partial_correlation_removes_a_shared_driver():
+    rng = np.random.default_rng(0)
+    norm = rng.normal(size=300)
+    accuracy, gain = norm + rng.normal(size=300), norm + rng.normal(size=300)
+    assert pearson(accuracy, gain).r > 0.4
+    partial = partial_pearson(accuracy, gain, norm)
+    assert abs(partial.r) < 0.15 and partial.lo < 0 < partial.hi and partial.n == 300
+    assert np.isnan(partial_pearson([1, 2, 3], [3, 2, 1], [0, 1, 2]).r)  # too few triples

@@ -3,7 +3,8 @@
 The pages export the same frame a figure draws as CSV, so a download always matches the
 picture. Training position is drawn on a ``log10(1 + x)`` axis in "log" mode (step 0 stays
 on it), and chat models apart from the pre-training axis, since their position is not a
-training step.
+training step. The shared pieces here (:func:`styled`, :func:`empty_figure`, colours) also
+serve :mod:`~trustdyn.dashboard.steering_figures`, which draws the steering results.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from trustdyn.dashboard.tables import ESTIMATOR_LABELS, PROBE_METRICS, Z95, ItySource
-from trustdyn.stats import Correlation
 
 Scale = Literal["log", "linear"]
 XAxis = Literal["step", "tokens"]
@@ -79,7 +79,8 @@ def layer_colours(layers: Sequence[int], n_layers: int) -> dict[int, str]:
     return dict(zip(layers, sample_colorscale("Viridis", positions), strict=True))
 
 
-def _layout(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+def styled(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+    """Give a figure the dashboard's title, height, margins and legend below the plot."""
     fig.update_layout(title={"text": title}, height=extra.pop("height", _HEIGHT),
                       margin={"l": 60, "r": 20, "t": 60, "b": 50},
                       legend={"orientation": "h", "y": -0.2}, **extra)
@@ -93,7 +94,7 @@ def empty_figure(message: str) -> go.Figure:
                        yref="paper", font={"size": 15})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, "", height=220)
+    return styled(fig, "", height=220)
 
 
 def usable_x(frame: pd.DataFrame, x: XAxis) -> XAxis:
@@ -196,7 +197,7 @@ def probe_heatmap(frame: pd.DataFrame, *, metric: str = "balanced_accuracy", x: 
     label = PROBE_METRICS.get(metric, metric)
     fig.update_layout(coloraxis={**_colour_axis(metric, np.asarray(all_values, float)),
                                  "colorbar": {"title": {"text": label, "side": "right"}}})
-    return _layout(fig, title or label)
+    return styled(fig, title or label)
 
 
 def _layer_ticks(n_layers: int) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def probe_curves(frame: pd.DataFrame, *, layers: Sequence[int],
                   annotation_text="chance", annotation_position="bottom right")
     fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
     fig.update_yaxes(title={"text": PROBE_METRICS.get(metric, metric)})
-    return _layout(fig, title or f"{PROBE_METRICS.get(metric, metric)} by checkpoint "
+    return styled(fig, title or f"{PROBE_METRICS.get(metric, metric)} by checkpoint "
                    "(bands: 95% interval; dashed: step-0 level"
                    + ("; dotted: shuffled-label control)" if has_control else ")"))
 
@@ -370,7 +371,7 @@ def best_layer_figure(best: pd.DataFrame, *, n_layers: int, x: XAxis = "step",
     fig.update_yaxes(title={"text": "balanced accuracy"}, row=1, col=1)
     fig.update_yaxes(title={"text": "best layer"}, range=[-0.5, n_layers - 0.5], row=2, col=1,
                      **_layer_ticks(n_layers))
-    return _layout(fig, "Best probe layer per checkpoint (dashed: step-0 level at that layer)",
+    return styled(fig, "Best probe layer per checkpoint (dashed: step-0 level at that layer)",
                    height=560)
 
 
@@ -396,7 +397,7 @@ def suite_comparison(frames: Sequence[pd.DataFrame], names: Sequence[str], *,
                                          if len(f)), default=1)))
     merged = np.concatenate(values) if values else np.zeros(0)
     fig.update_layout(coloraxis=_colour_axis(metric, merged))
-    return _layout(fig, f"{PROBE_METRICS.get(metric, metric)}: suites side by side")
+    return styled(fig, f"{PROBE_METRICS.get(metric, metric)}: suites side by side")
 
 
 def cosine_heatmap(matrix: pd.DataFrame, steps: Sequence[int], *, layer: int) -> go.Figure:
@@ -409,7 +410,7 @@ def cosine_heatmap(matrix: pd.DataFrame, steps: Sequence[int], *, layer: int) ->
         colorbar={"title": {"text": "cosine"}},
         hovertemplate="%{y}<br>vs %{x}<br>cosine %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, f"Cosine between probe directions across checkpoints (layer {layer})",
+    return styled(fig, f"Cosine between probe directions across checkpoints (layer {layer})",
                    height=520)
 
 
@@ -432,7 +433,7 @@ def vector_cosine_figure(frame: pd.DataFrame, *, layer: int, scale: Scale = "log
                                      + name + "</extra>"))
     fig.update_xaxes(axis_layout(pre["step"].to_numpy(dtype=float), scale, "training step"))
     fig.update_yaxes(title={"text": "cosine with the probe direction"}, range=[-1.05, 1.05])
-    return _layout(fig, f"Probe direction vs steering vectors (layer {layer})")
+    return styled(fig, f"Probe direction vs steering vectors (layer {layer})")
 
 
 def loss_curve(ckpts: pd.DataFrame, *, x: XAxis = "step", scale: Scale = "log") -> go.Figure:
@@ -452,7 +453,7 @@ def loss_curve(ckpts: pd.DataFrame, *, x: XAxis = "step", scale: Scale = "log") 
                                      + name + "</extra>"))
     fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x))
     fig.update_yaxes(title={"text": "loss (nats / token)"})
-    return _layout(fig, "Loss curve", height=360)
+    return styled(fig, "Loss curve", height=360)
 
 
 # --------------------------------------------------------------------------- information
@@ -571,15 +572,16 @@ def info_plane_figure(plane: pd.DataFrame, turns: pd.DataFrame, *, estimator: st
     top = float(np.log10(1.0 + pre["step"].max())) if len(pre) else 1.0
     fig.update_layout(coloraxis={
         "colorscale": "Plasma", "cmin": 0.0, "cmax": max(top, 1e-6),
-        "colorbar": {"title": {"text": "step"}, **_log_colorbar(pre["step"])}})
+        "colorbar": {"title": {"text": "step"}, **log_colorbar(pre["step"])}})
     fig.update_xaxes(title={"text": _quantity_label("I(X;T)", _unit(plane, "x_unit"))})
     fig.update_yaxes(title={"text": _quantity_label("I(T;Y)", _unit(plane, "y_unit"),
                                                     corrected=ity_source == "estimator")})
-    return _layout(fig, f"Information plane, {_estimator_label(estimator)}: null-corrected, "
+    return styled(fig, f"Information plane, {_estimator_label(estimator)}: null-corrected, "
                    "bars 95% intervals, × a distinguishable turn", height=540)
 
 
-def _log_colorbar(steps: pd.Series) -> dict[str, Any]:
+def log_colorbar(steps: pd.Series) -> dict[str, Any]:
+    """Return colour-bar ticks at real steps for colours on a ``log10(1 + step)`` scale."""
     layout = axis_layout(steps.to_numpy(dtype=float), "log", "")
     return {k: layout[k] for k in ("tickvals", "ticktext") if k in layout}
 
@@ -641,120 +643,5 @@ def info_vs_step_figure(plane: pd.DataFrame, turns: pd.DataFrame, *,
                                 "width": 1})
     fig.update_xaxes(axis_layout(pre[x].to_numpy(dtype=float), scale, "training " + x),
                      row=2, col=1)
-    return _layout(fig, "Null-corrected information against training (bands: 95% intervals; "
+    return styled(fig, "Null-corrected information against training (bands: 95% intervals; "
                    "dotted: distinguishable turns)", height=620)
-
-
-# --------------------------------------------------------------------------- steering
-
-
-def _source_colour(source: str, role: str | None, target: str, step_rank: float) -> str:
-    if source == "none":
-        return BASELINE_COLOUR
-    if source == "random":
-        return RANDOM_COLOUR
-    if source == target or role == "chat":
-        return CHAT_COLOUR
-    return str(sample_colorscale("Blues", [0.35 + 0.65 * step_rank])[0])
-
-
-def steering_bars(table: pd.DataFrame, *, metric: str, target: str,
-                  higher_is_better: bool | None) -> go.Figure:
-    """Return one metric of the steering table as bars with 95% intervals.
-
-    Args:
-        table: ``dashboard.steering_table`` rows.
-        metric: Which metric to draw.
-        target: The chat model's checkpoint name (its own vector is coloured apart).
-        higher_is_better: Orientation of the metric, for the title.
-
-    """
-    rows = table[table["metric"] == metric]
-    if rows.empty:
-        return empty_figure(f"No test-split rows for {metric}.")
-    ranks = np.linspace(0, 1, max(len(rows), 2))
-    colours = [_source_colour(s, None, target, float(r))
-               for s, r in zip(rows["source"], ranks, strict=False)]
-    fig = go.Figure(go.Bar(
-        x=rows["label"], y=rows["value"], marker={"color": colours},
-        error_y={"type": "data", "symmetric": False,
-                 "array": (rows["ci_hi"] - rows["value"]).fillna(0),
-                 "arrayminus": (rows["value"] - rows["ci_lo"]).fillna(0)},
-        customdata=np.stack([rows["layer"], rows["alpha"], rows["steer_direction"]], axis=-1),
-        hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>layer %{customdata[0]}, "
-        "α %{customdata[1]}<br>%{customdata[2]}<extra></extra>"))
-    base = rows[rows["source"] == "none"]
-    if len(base):
-        fig.add_hline(y=float(base["value"].iloc[0]), line={"dash": "dash",
-                                                            "color": BASELINE_COLOUR},
-                      annotation_text="unsteered", annotation_position="top left")
-    orientation = ("higher is better" if higher_is_better else "lower is better"
-                   if higher_is_better is False else "no preferred direction")
-    fig.update_yaxes(title={"text": metric})
-    return _layout(fig, f"{metric} on the test split ({orientation}); bars: 95% interval")
-
-
-def sweep_figure(sweep: pd.DataFrame, *, metric: str, guard: float,
-                 baseline: float | None) -> go.Figure:
-    """Return the dev-split α/layer sweep: the metric (left) and perplexity ratio (right).
-
-    Open markers are candidates whose perplexity exceeds the guard (not selectable).
-    """
-    if sweep.empty:
-        return empty_figure("No dev-split sweep stored for this source.")
-    layers = sorted(int(v) for v in sweep["layer"].unique())
-    colours = layer_colours(layers, max(layers) + 1)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{metric} (dev)",
-                                                        "perplexity / unsteered (dev)"])
-    for layer in layers:
-        rows = sweep[sweep["layer"] == layer]
-        symbols = ["circle" if ok else "circle-open" for ok in rows["within_guard"]]
-        common = {"mode": "lines+markers", "legendgroup": f"layer {layer}",
-                  "line": {"color": colours[layer]}}
-        fig.add_trace(go.Scatter(x=rows["alpha"].abs(), y=rows["value"], name=f"layer {layer}",
-                                 marker={"symbol": symbols, "size": 9},
-                                 hovertemplate=f"layer {layer}, |α| %{{x}}: %{{y:.3f}}"
-                                 "<extra></extra>", **common), row=1, col=1)
-        fig.add_trace(go.Scatter(x=rows["alpha"].abs(), y=rows["ppl_ratio"], showlegend=False,
-                                 marker={"symbol": symbols, "size": 9},
-                                 hovertemplate=f"layer {layer}, |α| %{{x}}: ×%{{y:.3f}}"
-                                 "<extra></extra>", **common), row=1, col=2)
-    if baseline is not None:
-        fig.add_hline(y=baseline, row=1, col=1, line={"dash": "dash", "color": BASELINE_COLOUR},
-                      annotation_text="unsteered")
-    fig.add_hline(y=guard, row=1, col=2, line={"dash": "dash", "color": "#d62728"},
-                  annotation_text=f"guard ×{guard:g}")
-    fig.update_xaxes(title={"text": "strength |α| (units of σ)"})
-    return _layout(fig, "Dev-split sweep (open markers: over the perplexity guard)")
-
-
-def gain_scatter(pairs: pd.DataFrame, corr: Correlation, *, metric: str) -> go.Figure:
-    """Return probe accuracy vs steering gain per pre-training checkpoint, with Pearson r."""
-    if pairs.empty:
-        return empty_figure("No pre-training vector has both a test gain and a probe result.")
-    log_step = np.log10(1.0 + pairs["step"].to_numpy(dtype=float))
-    fig = go.Figure(go.Scatter(
-        x=pairs["probe_accuracy"], y=pairs["gain"], mode="markers+text",
-        text=[f"{int(s):,}" for s in pairs["step"]], textposition="top center",
-        marker={"size": 11, "color": log_step, "colorscale": "Plasma",
-                "colorbar": {"title": {"text": "step"}, **_log_colorbar(pairs["step"])}},
-        error_y={"type": "data", "symmetric": False,
-                 "array": (pairs["gain_hi"] - pairs["gain"]).fillna(0),
-                 "arrayminus": (pairs["gain"] - pairs["gain_lo"]).fillna(0)},
-        customdata=np.stack([pairs["checkpoint"], pairs["layer"]], axis=-1),
-        hovertemplate="%{customdata[0]} (layer %{customdata[1]})<br>probe accuracy %{x:.3f}"
-        "<br>gain %{y:.3f}<extra></extra>", name="checkpoints"))
-    if len(pairs) >= 2 and np.ptp(pairs["probe_accuracy"].to_numpy(dtype=float)) > 0:
-        slope, intercept = np.polyfit(pairs["probe_accuracy"], pairs["gain"], 1)
-        xs = np.linspace(pairs["probe_accuracy"].min(), pairs["probe_accuracy"].max(), 20)
-        fig.add_trace(go.Scatter(x=xs, y=slope * xs + intercept, mode="lines",
-                                 name="least-squares line", line={"dash": "dash",
-                                                                  "color": "#999999"}))
-    fig.add_hline(y=0, line={"color": BASELINE_COLOUR, "width": 1})
-    r_text = ("r undefined (fewer than 3 points or no spread)" if np.isnan(corr.r) else
-              f"Pearson r = {corr.r:.2f}" + ("" if np.isnan(corr.lo) else
-                                             f" [{corr.lo:.2f}, {corr.hi:.2f}]")
-              + f", n = {corr.n}")
-    fig.update_xaxes(title={"text": "probe accuracy at the vector's layer (test)"})
-    fig.update_yaxes(title={"text": f"steering gain in {metric} (test, + = better)"})
-    return _layout(fig, f"Probe accuracy vs steering gain: {r_text}")

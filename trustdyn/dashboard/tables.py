@@ -23,6 +23,7 @@ from trustdyn.schema import (
     study_units,
 )
 from trustdyn.store import Store, json_object
+from trustdyn.verdicts import helps_verdict
 
 PROBE_METRICS: dict[str, str] = {
     "balanced_accuracy": "Balanced accuracy (test split)",
@@ -342,7 +343,7 @@ def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
 def _cell(value: float, lo: float, hi: float, fmt: str = ".3f") -> str:
     if pd.isna(value):
         return "—"
-    return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+    return f"{value:{fmt}}" if pd.isna(lo) else f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
 def story_probe_table(details: pd.DataFrame) -> pd.DataFrame:
@@ -405,14 +406,21 @@ def source_label(source: str, ckpts: pd.DataFrame) -> str:
     return f"step {int(row['step'].iloc[0]):,} ({source})"
 
 
+_TABLE_COLUMNS = ["vector_source", "role", "metric", "value", "ci_lo", "ci_hi", "mde", "p_value",
+                  "status", "reason", "layer", "alpha", "applied_norm", "norm_ratio", "scaling",
+                  "steer_direction", "higher_is_better", "guard_passed"]
+
+
 def steering_table(evals: pd.DataFrame, ckpts: pd.DataFrame, target: str,
                    dataset: str) -> pd.DataFrame:
     """Return the paper's table for one target and dataset: test split, with intervals.
 
     Returns:
-        One row per (source, metric) in source order: ``source``, ``label``,
-        ``metric``, ``value``, ``ci_lo``, ``ci_hi``, ``layer``, ``alpha``,
-        ``steer_direction``, ``higher_is_better``, ``guard_passed``.
+        One row per (source, metric) in source order: ``source``, ``label``, ``role``,
+        ``metric``, ``value`` (NaN when not ``ok``), ``ci_lo``, ``ci_hi``, ``mde``,
+        ``p_value``, ``status``, ``reason``, ``layer``, ``alpha``, ``applied_norm``,
+        ``norm_ratio``, ``scaling``, ``steer_direction``, ``higher_is_better``,
+        ``guard_passed``.
 
     """
     rows = evals[(evals["target"] == target) & (evals["dataset"] == dataset)
@@ -420,36 +428,293 @@ def steering_table(evals: pd.DataFrame, ckpts: pd.DataFrame, target: str,
     rows = rows[~rows["vector_source"].isin([CORRELATION_SOURCE, JUDGE_SOURCE])]
     order = {s: i for i, s in enumerate(source_order(rows, ckpts))}
     rows = rows.assign(order=rows["vector_source"].map(order)).sort_values(["order", "metric"])
-    table = rows[["vector_source", "metric", "value", "ci_lo", "ci_hi", "layer", "alpha",
-                  "steer_direction", "higher_is_better", "guard_passed"]]
-    table = table.rename(columns={"vector_source": "source"})
+    table = rows[_TABLE_COLUMNS].rename(columns={"vector_source": "source"})
     table.insert(1, "label", [source_label(s, ckpts) for s in table["source"]])
     return table.reset_index(drop=True)
+
+
+def status_text(status: object, reason: object) -> str:
+    """Return ``status: reason`` of a row without a number.
+
+    A NULL value stored as ``ok`` reads ``undefined`` too: there is no number to show.
+    """
+    word = status if isinstance(status, str) and status != "ok" else "undefined"
+    return f"{word}: {reason}" if isinstance(reason, str) and reason else word
+
+
+def _estimate_cell(value: float, lo: float, hi: float, status: object, reason: object,
+                   fmt: str = ".3f") -> str:
+    """``value [lo, hi]``, or the status and reason when the value is not defined."""
+    if status != "ok" or pd.isna(value):
+        return status_text(status, reason)
+    return _cell(value, lo, hi, fmt)
 
 
 def wide_table(table: pd.DataFrame, primary: str | None = None) -> pd.DataFrame:
     """Pivot :func:`steering_table` to one row per source, ``value [lo, hi]`` per metric.
 
     Columns: ``vector``, the primary metric (if given), ``gain``, the other metrics,
-    ``ppl_ratio``, ``ppl``, then the chosen ``layer`` and ``alpha``.
+    ``ppl_ratio``, ``ppl``, then the chosen ``layer`` and ``alpha`` (missing without a
+    chosen setting). A metric that is not defined shows its status and reason.
     """
     if table.empty:
         return pd.DataFrame()
     cells = table.assign(cell=[
-        f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else f"{v:.3f}"
-        for v, lo, hi in zip(table["value"], table["ci_lo"], table["ci_hi"], strict=True)
+        _estimate_cell(*row) for row in zip(table["value"], table["ci_lo"], table["ci_hi"],
+                                            table["status"], table["reason"], strict=True)
     ])
     wide = cells.pivot_table(index=["source", "label"], columns="metric", values="cell",
                              aggfunc="first", sort=False)
     chosen = table.groupby("source", sort=False)[["layer", "alpha"]].first()
     wide = wide.reset_index().merge(chosen, left_on="source", right_index=True)
-    wide["layer"] = wide["layer"].where(wide["layer"] >= 0).astype("Int64")
     metrics = [c for c in wide.columns if c not in ("source", "label", "layer", "alpha")]
-    first = [m for m in (primary, "gain") if m in metrics]
+    wide[metrics] = wide[metrics].fillna("—")  # a metric the source was not scored on
+    steered = wide["layer"] >= 0
+    wide["layer"] = wide["layer"].where(steered).astype("Int64")
+    wide["alpha"] = wide["alpha"].where(steered)
+    first = [m for m in (primary, "gain", "gain_vs_random") if m in metrics]
     last = [m for m in ("ppl_ratio", "ppl") if m in metrics]
     middle = [m for m in metrics if m not in first and m not in last]
     wide = wide[["label", *first, *middle, *last, "layer", "alpha"]]
     return wide.rename(columns={"label": "vector"})
+
+
+def _gain_part(table: pd.DataFrame, metric: str, prefix: str) -> pd.DataFrame:
+    """One gain metric's rows of :func:`steering_table` as ``source`` and prefixed columns."""
+    rows = table[table["metric"] == metric]
+    return pd.DataFrame({
+        "source": rows["source"], prefix: rows["value"], f"{prefix}_lo": rows["ci_lo"],
+        f"{prefix}_hi": rows["ci_hi"], f"{prefix}_mde": rows["mde"],
+        f"{prefix}_p": rows["p_value"], f"{prefix}_status": rows["status"],
+        f"{prefix}_reason": rows["reason"], f"{prefix}_guard": rows["guard_passed"],
+    })
+
+
+def _flag(value: object) -> bool | None:
+    """A nullable boolean cell as ``bool`` or ``None``."""
+    return bool(value) if isinstance(value, bool | np.bool_) else None
+
+
+def helps_family(details: pd.DataFrame, target: str, dataset: str) -> tuple[int, int]:
+    """Return the family of a dataset's "helps" tests as ``findings.steering_details`` set it.
+
+    ``(n_sources, n_datasets)``: the dataset's pre-training sources and the datasets of
+    the study, the arguments of :func:`trustdyn.verdicts.helps_verdict`.
+    """
+    if details.empty:
+        return 0, 1
+    row = details[(details["target"] == target) & (details["dataset"] == dataset)]
+    n_sources = int(row["pretraining_sources"].iloc[0]) if len(row) else 0
+    return n_sources, max(int(details["dataset"].nunique()), 1)
+
+
+def steering_sources(table: pd.DataFrame, n_sources: int, n_datasets: int) -> pd.DataFrame:
+    """Return one row per steered source of :func:`steering_table`: setting, gains, verdict.
+
+    Args:
+        table: :func:`steering_table` rows of one target and dataset.
+        n_sources: The dataset's pre-training sources (:func:`helps_family`).
+        n_datasets: The study's datasets (:func:`helps_family`).
+
+    Returns:
+        In source order: ``source``, ``label``, ``role``, the chosen ``layer`` (``<NA>``
+        without an admissible setting), ``alpha``, ``applied_norm``, ``norm_ratio``,
+        ``scaling``; ``gain``, ``gain_lo``, ``gain_hi``, ``gain_mde``, ``gain_p``,
+        ``gain_status``, ``gain_reason`` (over the unsteered model) and the same with the
+        prefix ``vs_random`` (over the random direction of the same applied norm; missing
+        for the random direction itself); ``guard_passed`` (of the comparison with the
+        random direction where there is one, else of the dev selection);
+        ``test_ppl_ratio``; ``helps`` (:func:`trustdyn.verdicts.helps_verdict`; ``<NA>``
+        for the random direction, which is the reference).
+
+    """
+    gains = table[table["metric"] == "gain"]
+    frame = gains[["source", "label", "role", "layer", "alpha", "applied_norm", "norm_ratio",
+                   "scaling"]]
+    frame = frame.merge(_gain_part(table, "gain", "gain"), on="source", how="left")
+    frame = frame.merge(_gain_part(table, "gain_vs_random", "vs_random"), on="source",
+                        how="left")
+    ratio = table[table["metric"] == "ppl_ratio"][["source", "value"]]
+    frame = frame.merge(ratio.rename(columns={"value": "test_ppl_ratio"}), on="source",
+                        how="left")
+    setting = frame["layer"] >= 0
+    frame["layer"] = frame["layer"].where(setting).astype("Int64")
+    frame["alpha"] = frame["alpha"].where(setting)
+    frame["guard_passed"] = pd.array(
+        [_flag(v) if isinstance(s, str) else _flag(g) for v, s, g in zip(
+            frame["vs_random_guard"], frame["vs_random_status"], frame["gain_guard"],
+            strict=True)], dtype="boolean")
+    # The family as findings.steering_details sets it: the chat model's vector is its own.
+    frame["helps"] = pd.array([
+        pd.NA if source == RANDOM_SOURCE else helps_verdict(
+            None if pd.isna(p) else float(p), _flag(guard),
+            n_sources=n_sources if role == "pretraining" else 1, n_datasets=n_datasets)
+        for source, role, p, guard in zip(frame["source"], frame["role"],
+                                          frame["vs_random_p"], frame["guard_passed"],
+                                          strict=True)], dtype="boolean")
+    return frame.drop(columns=["gain_guard", "vs_random_guard"]).reset_index(drop=True)
+
+
+def _number(value: float, fmt: str) -> str:
+    return "—" if pd.isna(value) else f"{value:{fmt}}"
+
+
+def _guard_text(passed: object, ratio: float, has_setting: bool) -> str:
+    """How the chosen setting fared under the perplexity guard, in words."""
+    if not has_setting:
+        return "no dev setting within it"
+    on_test = "" if pd.isna(ratio) else f" (test ×{ratio:.2f})"
+    flag = _flag(passed)
+    return "not recorded" if flag is None else ("within" if flag else "over") + on_test
+
+
+def _versus_cell(row: pd.Series) -> str:
+    """The gain over the random direction, or why there is none."""
+    if row["source"] == RANDOM_SOURCE:
+        return "— (the reference)"
+    if not isinstance(row["vs_random_status"], str):  # no comparison: the source has no gain
+        return status_text(row["gain_status"], None)
+    return _estimate_cell(row["vs_random"], row["vs_random_lo"], row["vs_random_hi"],
+                          row["vs_random_status"], row["vs_random_reason"], "+.3f")
+
+
+def steering_sources_view(sources: pd.DataFrame) -> pd.DataFrame:
+    """Return :func:`steering_sources` as the page shows it, one text cell per number.
+
+    A source without an admissible setting, or whose gain is undefined, shows its status
+    and reason instead of numbers; ``helps`` stays a (nullable) boolean.
+    """
+    ok = sources["gain_status"] == "ok"
+    return pd.DataFrame({
+        "vector": sources["label"],
+        "layer": [_number(v, "d") for v in sources["layer"]],
+        "α": [_number(v, "+g") for v in sources["alpha"]],
+        "applied norm": [_number(v, ".3g") for v in sources["applied_norm"]],
+        "norm ratio": [_number(v, ".3f") for v in sources["norm_ratio"]],
+        "gain over unsteered [95%]": [
+            _estimate_cell(*row, "+.3f") for row in zip(
+                sources["gain"], sources["gain_lo"], sources["gain_hi"],
+                sources["gain_status"], sources["gain_reason"], strict=True)],
+        "MDE": [_number(v, ".3f") if good else "—"
+                for v, good in zip(sources["gain_mde"], ok, strict=True)],
+        "gain over same-norm random [95%]": [_versus_cell(r) for _, r in sources.iterrows()],
+        "p (one-sided)": [_number(p, ".2g") if s == "ok" else "—"
+                          for p, s in zip(sources["vs_random_p"], sources["vs_random_status"],
+                                          strict=True)],
+        "MDE vs random": [_number(v, ".3f") if s == "ok" else "—"
+                          for v, s in zip(sources["vs_random_mde"],
+                                          sources["vs_random_status"], strict=True)],
+        "perplexity guard": [_guard_text(*row) for row in zip(
+            sources["guard_passed"], sources["test_ppl_ratio"], sources["layer"].notna(),
+            strict=True)],
+        "helps": sources["helps"],
+    })
+
+
+SCALING_NOTES: dict[str, str] = {
+    "target": "α counts the chat model's own projection σ at the layer, so every source is "
+              "added with the same norm at the same α",
+    "source-sigma": "α counts each source checkpoint's own projection σ (the paper's "
+                    "scaling), so sources at one α are added with different norms",
+}
+"""What α means under each ``scaling`` of the steering evaluation."""
+
+
+def scaling_note(table: pd.DataFrame) -> str:
+    """Return one line on the unit of α and the norm columns of :func:`steering_table` rows."""
+    found = sorted({str(s) for s in table["scaling"].dropna()})
+    units = "; ".join(f"scaling “{s}”: {SCALING_NOTES.get(s, 'unit not known')}"
+                      for s in found) or "scaling not recorded with these rows"
+    return (f"{units[0].upper()}{units[1:]}. Applied norm = |α|·σ, the L2 norm of the vector "
+            "added; norm ratio = applied norm ÷ the chat model's mean residual-stream norm "
+            "at that layer.")
+
+
+def not_drawn(table: pd.DataFrame, metric: str) -> list[str]:
+    """Return ``label: status: reason`` of the rows of ``metric`` a figure leaves out."""
+    rows = table[(table["metric"] == metric)
+                 & ((table["status"] != "ok") | table["value"].isna())]
+    return [f"{label}: {status_text(status, reason)}" for label, status, reason in
+            zip(rows["label"], rows["status"], rows["reason"], strict=True)]
+
+
+HELPS_NOTE = (
+    "A vector helps when its test gain over the random direction of the same applied norm "
+    "(same layer, same items) is above zero at the one-sided level shown, which keeps the "
+    "error ≤ 5% over the dataset's pre-training vectors and the study's datasets, and its "
+    "setting stayed within the perplexity guard. MDE: the smallest true gain the test "
+    "detects with 80% power (2.8 × its standard error); a gain below it may be missed.")
+"""The "helps" rule in words, for captions under the tables that show it."""
+
+
+_CORRELATIONS = {"corr_probe_gain": "r", "partial_corr_probe_gain": "partial r (norm held fixed)"}
+
+
+def stored_correlations(evals: pd.DataFrame, target: str, dataset: str) -> list[str]:
+    """Return a sentence per probe-accuracy ↔ gain correlation the pipeline stored.
+
+    Each gives r with its Fisher-z interval and the checkpoints behind it, or why it is
+    undefined: the raw correlation and the one with the log applied norm held fixed.
+    """
+    rows = evals[(evals["dataset"] == dataset) & (evals["target"] == target)
+                 & evals["metric"].isin(list(_CORRELATIONS))]
+    return [
+        f"Stored by the pipeline: {_CORRELATIONS[str(metric)]} = "
+        f"{_estimate_cell(value, lo, hi, status, reason)} over {int(n)} checkpoints "
+        "(Fisher-z interval)."
+        for metric, value, lo, hi, status, reason, n in zip(
+            rows["metric"], rows["value"], rows["ci_lo"], rows["ci_hi"], rows["status"],
+            rows["reason"], rows["n"], strict=True)
+    ]
+
+
+def steering_details(store: Store, suite: str) -> pd.DataFrame:
+    """Return :func:`trustdyn.findings.steering_details` of a suite (with every probe)."""
+    return findings.steering_details(store.steering_eval_table(suite),
+                                     findings.all_probes(store, suite))
+
+
+def _r_cell(value: float) -> str:
+    return "undefined" if pd.isna(value) else f"{value:+.2f}"
+
+
+def story_steering_table(details: pd.DataFrame) -> pd.DataFrame:
+    """Return :func:`trustdyn.findings.steering_details` as a readable table.
+
+    Columns: ``target``, ``dataset``, ``pre-training vectors that help`` (``k of n``),
+    ``no admissible setting``, ``level per vector`` (one-sided), ``best pre-training
+    vector``, ``its gain over random [95%]``, ``its MDE``, ``chat's own vector helps``,
+    ``chat's gain over random``, ``r (probe, gain)``, ``r, norm held fixed`` and
+    ``checkpoints`` (pairs behind the correlations).
+    """
+    if details.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "target": details["target"], "dataset": details["dataset"],
+        "pre-training vectors that help": [
+            f"{h} of {n}" for h, n in zip(details["helping"], details["pretraining_sources"],
+                                          strict=True)],
+        "no admissible setting": details["no_admissible"],
+        "level per vector": [f"{v:.2g}" for v in details["level"]],
+        "best pre-training vector": details["best_source"].fillna("—"),
+        "its gain over random [95%]": [
+            _cell(v, lo, hi, "+.3f") for v, lo, hi in zip(
+                details["best_gain_vs_random"], details["best_lo"], details["best_hi"],
+                strict=True)],
+        "its MDE": [_number(v, ".3f") for v in details["mde"]],
+        "chat's own vector helps": details["chat_helps"].astype(bool),
+        "chat's gain over random": [_number(v, "+.3f")
+                                    for v in details["chat_gain_vs_random"]],
+        "r (probe, gain)": [_r_cell(v) for v in details["corr_probe_gain"]],
+        "r, norm held fixed": [_r_cell(v) for v in details["partial_corr_probe_gain"]],
+        "checkpoints": details["corr_n"],
+    })
+
+
+NON_TASK_METRICS: frozenset[str] = frozenset({
+    "gain", "gain_vs_random", "ppl", "ppl_ratio", "corr_probe_gain", "partial_corr_probe_gain",
+    "judge_accuracy", "judge_accuracy_truncated"})
+"""Steering metrics that are not a task's own: gains, perplexity, correlations, the judge."""
 
 
 def primary_metric(evals: pd.DataFrame, dataset: str) -> str | None:
@@ -458,9 +723,7 @@ def primary_metric(evals: pd.DataFrame, dataset: str) -> str | None:
     of = rows["of"].dropna() if "of" in rows else pd.Series(dtype=object)
     if len(of):
         return str(of.iloc[0])
-    task = evals[(evals["dataset"] == dataset)
-                 & ~evals["metric"].isin(["gain", "ppl", "ppl_ratio", "corr_probe_gain",
-                                          "judge_accuracy"])
+    task = evals[(evals["dataset"] == dataset) & ~evals["metric"].isin(NON_TASK_METRICS)
                  & (evals["split"] == "dev")]
     return str(task["metric"].iloc[0]) if len(task) else None
 

@@ -76,7 +76,7 @@ class EvalConfig:
     positions: Positions = "newest"
     stop_at_guard: bool = True
     max_scored: int | None = 1
-    checkpoint_stride: int = 4
+    checkpoint_stride: int = 7
     ppl_guard: float = DEFAULT_PPL_GUARD
     n_bootstrap: int = 1000
     judge_train: int = 1500
@@ -84,7 +84,7 @@ class EvalConfig:
     max_new_tokens: int = 16
     generate_on_dev: bool = False
     stereoset_kind: str = "inter"
-    batch_size: int = 64
+    batch_size: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -192,7 +192,8 @@ def _emit_metrics(ctx: _Context, tables: Mapping[str, np.ndarray], split: str, s
     for metric in ctx.metrics(split):
         if metric.table not in tables:
             continue
-        est = _estimate(ctx, metric, tables[metric.table])
+        table = tables[metric.table]
+        est = _estimate(ctx, metric, table) if len(table) else _undefined(0)
         why = (reason if reason is not None and metric.name == ctx.task.primary
                else None if math.isfinite(est.value)
                else "no value on these items (e.g. none of the metric's kind)")

@@ -9,6 +9,7 @@ dev and defines the ``gain``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
@@ -127,10 +128,13 @@ class TruthfulQATask(EvalTask):
 
     A question's kind follows from its answers (:func:`~trustdyn.evaluation.metrics.mc_kind`):
     one true answer yields MC1, several true answers yield MC2; each metric is the mean
-    over the questions of its kind, and dev/test splits and bootstraps keep both kinds.
+    over the questions of its kind (its own item table), and dev/test splits keep both
+    kinds. MC2 chooses layer and strength, so MC1 is scored on test only — unless the task
+    has no MC2 question and MC1 is its primary metric.
 
     Attributes:
         questions: The evaluation questions of both kinds.
+        primary: ``"mc2"``, or ``"mc1"`` for a task without MC2 questions.
 
     """
 
@@ -138,19 +142,21 @@ class TruthfulQATask(EvalTask):
     dataset: str = "truthfulqa"
     primary: str = "mc2"
     metrics: tuple[Metric, ...] = (
-        Metric("mc1", "mc", column_nanmean(0), True,
+        Metric("mc1", "mc1", column_nanmean(0), True,
                "MC1 on the questions with one true answer: share whose true answer has a "
-               "higher summed log-likelihood than every false answer",
-               stratify_column=MC_KIND_COLUMN),
-        Metric("mc2", "mc", column_nanmean(1), True,
+               "higher summed log-likelihood than every false answer", test_only=True),
+        Metric("mc2", "mc2", column_nanmean(1), True,
                "MC2 on the questions with several true answers: mean normalised probability "
                "of the true answers, sum_true p / sum_all p with p = exp(summed "
-               "log-likelihood of the answer)", stratify_column=MC_KIND_COLUMN),
+               "log-likelihood of the answer)"),
     )
 
     def __post_init__(self) -> None:
         if any(mc_kind(q.labels) is None for q in self.questions):
             raise ValueError("Every TruthfulQA question needs a true and a false answer.")
+        if self.primary == "mc1":  # selection needs its primary metric on dev
+            self.metrics = tuple(dataclasses.replace(m, test_only=False)
+                                 for m in self.metrics if m.name == "mc1")
 
     @property
     def n_items(self) -> int:
@@ -159,8 +165,11 @@ class TruthfulQATask(EvalTask):
 
     def tables(self, scorer: Scorer, items: np.ndarray, names: Collection[str]
                ) -> dict[str, np.ndarray]:
-        """Score every answer of the chosen questions of both kinds in one flat batch."""
-        chosen = [self.questions[i] for i in items]
+        """Score every answer of the chosen questions of the wanted kinds in one flat batch."""
+        wanted = {name: kind for name, kind in (("mc1", MC1_QUESTION), ("mc2", MC2_QUESTION))
+                  if name in names}
+        chosen = [self.questions[i] for i in items
+                  if mc_kind(self.questions[i].labels) in wanted.values()]
         prompts, conts, owner = [], [], []
         for q_index, q in enumerate(chosen):
             prompt = chat_text(scorer.tokenizer, q.question)
@@ -171,7 +180,8 @@ class TruthfulQATask(EvalTask):
         scores = scorer.loglik(prompts, conts)
         owners = np.asarray(owner)
         logliks = [scores[owners == k] for k in range(len(chosen))]
-        return {"mc": mc_scores(logliks, [np.asarray(q.labels) == 1 for q in chosen])}
+        rows = mc_scores(logliks, [np.asarray(q.labels) == 1 for q in chosen])
+        return {name: rows[rows[:, MC_KIND_COLUMN] == kind] for name, kind in wanted.items()}
 
     def strata(self) -> np.ndarray | None:
         """Split dev/test within question kinds (MC1 or MC2)."""

@@ -1,4 +1,4 @@
-"""Steering results: the paper's table, the dev-split sweeps, probe accuracy vs gain."""
+"""Steering results: per-source verdicts, the paper's table, dev sweeps, probe accuracy vs gain."""
 
 from __future__ import annotations
 
@@ -7,55 +7,101 @@ import streamlit as st
 
 from pages import _common as common
 from trustdyn import findings
-from trustdyn.dashboard import figures, tables
+from trustdyn.dashboard import steering_figures, tables
 from trustdyn.schema import BASELINE_SOURCE
 from trustdyn.store import Store
 
-_NOT_TASK_METRICS = {"gain", "ppl", "ppl_ratio", "corr_probe_gain", "judge_accuracy"}
-
 
 def _task_metrics(evals: pd.DataFrame, dataset: str, primary: str | None) -> list[str]:
-    names = sorted(set(evals.loc[evals["dataset"] == dataset, "metric"]) - _NOT_TASK_METRICS)
+    names = sorted(set(evals.loc[evals["dataset"] == dataset, "metric"])
+                   - tables.NON_TASK_METRICS)
     first = [primary] if primary is not None and primary in names else []
     return first + [m for m in names if m != primary]
 
 
-@common.fragment
-def table_view(suite: str, target: str, dataset: str) -> None:
-    """The reproduced table (test split) and one metric as bars."""
-    evals = common.read(Store.steering_eval_table, suite)
-    ckpts = common.read(Store.checkpoints, suite)
-    table = tables.steering_table(evals, ckpts, target, dataset)
-    if table.empty:
-        st.info("No test-split rows for this dataset yet.")
+def summary_view(details: pd.DataFrame, target: str, dataset: str) -> None:
+    """The dataset's "helps" counts (``findings.steering_details``), all datasets below."""
+    row = details[(details["target"] == target) & (details["dataset"] == dataset)]
+    if row.empty:
         return
-    primary = tables.primary_metric(evals, dataset)
-    steered = table[table["source"] != BASELINE_SOURCE]
-    if len(steered):
-        st.markdown(f"Vectors are applied **{steered['steer_direction'].iloc[0]}**. Each "
-                    "source's layer and strength were chosen on the dev split under the "
-                    "perplexity guard, then scored once on the test split.")
-    wide = tables.wide_table(table, primary)
-    st.dataframe(wide, hide_index=True)
-    st.download_button("Download table (CSV)", data=lambda: table.to_csv(index=False).encode(),
-                       file_name=f"{suite}-{target}-{dataset}-steering-table.csv",
-                       mime="text/csv", key="table_csv", on_click="ignore",
-                       icon=":material/download:")
-    failed = table[table["guard_passed"].eq(False).fillna(False).astype(bool)
-                   & (table["metric"] == "gain")]
-    if len(failed):
-        st.warning("No candidate of " + ", ".join(failed["label"]) + " kept perplexity within "
-                   "the guard; the least-perplexing one is shown.", icon=":material/warning:")
+    r = row.iloc[0]
+    chat = "helps" if bool(r["chat_helps"]) else "does not help"
+    st.markdown(f"**{int(r['helping'])} of {int(r['pretraining_sources'])}** pre-training "
+                f"vectors help on {dataset} (each tested at one-sided level "
+                f"{float(r['level']):.2g}); the chat model's own vector {chat}.")
+    with st.expander("Every dataset"):
+        st.dataframe(tables.story_steering_table(details), hide_index=True)
+
+
+def sources_view(table: pd.DataFrame, details: pd.DataFrame, name: str, target: str,
+                 dataset: str) -> None:
+    """Each steered source's setting, gains and verdict, with what the columns mean."""
+    family = tables.helps_family(details, target, dataset)
+    sources = tables.steering_sources(table, *family)
+    st.dataframe(tables.steering_sources_view(sources), hide_index=True)
+    st.caption(tables.scaling_note(table))
+    st.caption("Gains are paired-bootstrap differences on the same test items, "
+               "+ = more trustworthy, with 95% intervals. " + tables.HELPS_NOTE)
+    st.download_button("Download per-source table (CSV)",
+                       data=lambda: sources.to_csv(index=False).encode(),
+                       file_name=f"{name}-sources.csv", mime="text/csv", key="sources_csv",
+                       on_click="ignore", icon=":material/download:")
+    blocked = sources[sources["layer"].isna()]  # no dev setting was admissible
+    if len(blocked):
+        st.warning("No admissible setting (so no gain, and it does not count as helping) for "
+                   + "; ".join(f"{label}: {reason}" for label, reason in
+                               zip(blocked["label"], blocked["gain_reason"], strict=True))
+                   + ".", icon=":material/warning:")
+
+
+def metrics_view(table: pd.DataFrame, primary: str | None, name: str) -> None:
+    """Every test metric per source, as the paper's table."""
+    with st.expander("Every metric (test split)"):
+        st.dataframe(tables.wide_table(table, primary), hide_index=True)
+        st.download_button("Download table (CSV)",
+                           data=lambda: table.to_csv(index=False).encode(),
+                           file_name=f"{name}-steering-table.csv", mime="text/csv",
+                           key="table_csv", on_click="ignore", icon=":material/download:")
+
+
+def bars_view(table: pd.DataFrame, primary: str | None, target: str, name: str) -> None:
+    """One metric as bars; values that are not defined are named, not drawn."""
     metrics = sorted(set(table["metric"]))
     default = primary if primary in metrics else metrics[0]
     metric = st.selectbox("Metric to plot", metrics, index=metrics.index(default),
                           key="table_metric")
     direction = table.loc[table["metric"] == metric, "higher_is_better"].dropna()
-    fig = figures.steering_bars(table, metric=metric, target=target,
-                                higher_is_better=bool(direction.iloc[0]) if len(direction)
-                                else None)
-    common.figure(fig, table[table["metric"] == metric],
-                  f"{suite}-{target}-{dataset}-{metric}", key="bars")
+    fig = steering_figures.steering_bars(
+        table, metric=metric, target=target,
+        higher_is_better=bool(direction.iloc[0]) if len(direction) else None)
+    common.figure(fig, table[table["metric"] == metric], f"{name}-{metric}", key="bars")
+    absent = tables.not_drawn(table, metric)
+    if absent:
+        st.caption("Not drawn (n/a), because not defined: " + "; ".join(absent) + ".")
+
+
+@common.fragment
+def table_view(suite: str, target: str, dataset: str) -> None:
+    """The per-source verdicts, the reproduced table (test split) and one metric as bars."""
+    evals = common.read(Store.steering_eval_table, suite)
+    ckpts = common.read(Store.checkpoints, suite)
+    details = common.read(tables.steering_details, suite)
+    table = tables.steering_table(evals, ckpts, target, dataset)
+    if table.empty:
+        st.info("No test-split rows for this dataset yet.")
+        return
+    steered = table[table["source"] != BASELINE_SOURCE]
+    if len(steered):
+        st.markdown(f"Vectors are applied **{steered['steer_direction'].iloc[0]}**. Each "
+                    "source's layer and strength were chosen on the dev split among the "
+                    "settings within the perplexity guard, then scored once on the test "
+                    "split; a source with no such setting has no number.")
+    summary_view(details, target, dataset)
+    name = f"{suite}-{target}-{dataset}"
+    sources_view(table, details, name, target, dataset)
+    primary = tables.primary_metric(evals, dataset)
+    metrics_view(table, primary, name)
+    bars_view(table, primary, target, name)
 
 
 @common.fragment
@@ -79,11 +125,12 @@ def sweep_view(suite: str, target: str, dataset: str) -> None:
     sweep = tables.sweep_frame(evals, target, dataset, source, metric)
     guard = tables.ppl_guard(dev)
     baseline = tables.baseline_value(evals, target, dataset, metric, "dev")
-    common.figure(figures.sweep_figure(sweep, metric=metric, guard=guard, baseline=baseline),
+    common.figure(steering_figures.sweep_figure(sweep, metric=metric, guard=guard,
+                                                baseline=baseline),
                   sweep, f"{suite}-{target}-{dataset}-{source}-sweep", key="sweep")
     st.caption(f"Candidates above the perplexity guard (×{guard:g} the unsteered model's "
-               "perplexity) cannot be selected. |α| is in units of the vector's σ (the "
-               "standard deviation of the statements' projections).")
+               "perplexity) cannot be selected; a degenerate setting's undefined value "
+               "leaves a gap. " + tables.scaling_note(dev))
 
 
 @common.fragment
@@ -92,18 +139,22 @@ def correlation_view(suite: str, target: str, dataset: str) -> None:
     evals = common.read(Store.steering_eval_table, suite)
     probes = common.read(Store.probe_grid, suite, dataset)
     pairs, corr = findings.gain_vs_probe(evals, probes, target, dataset)
+    partial = findings.norm_controlled(pairs)
     primary = tables.primary_metric(evals, dataset) or "the primary metric"
-    common.figure(figures.gain_scatter(pairs, corr, metric=primary), pairs,
-                  f"{suite}-{target}-{dataset}-probe-vs-gain", key="scatter")
-    stored = evals[(evals["dataset"] == dataset) & (evals["target"] == target)
-                   & (evals["metric"] == "corr_probe_gain")]
-    if len(stored):
-        row = stored.iloc[0]
-        st.caption(f"Stored by the pipeline: r = {row['value']:.3f} [{row['ci_lo']:.3f}, "
-                   f"{row['ci_hi']:.3f}] over {int(row['n'])} checkpoints (Fisher-z interval).")
+    common.figure(steering_figures.gain_scatter(pairs, corr, metric=primary, partial=partial),
+                  pairs, f"{suite}-{target}-{dataset}-probe-vs-gain", key="scatter")
+    for line in tables.stored_correlations(evals, target, dataset):
+        st.caption(line)
     st.caption("Each point is a pre-training checkpoint: its probe's test accuracy at the "
                "layer chosen for its vector, and the test gain that vector gives the chat "
-               "model (positive = more trustworthy).")
+               "model (positive = more trustworthy). The partial r holds the log applied "
+               "norm fixed: a vector added with a larger norm can help more for that reason "
+               "alone.")
+    table = tables.steering_table(evals, common.read(Store.checkpoints, suite), target,
+                                  dataset)
+    absent = tables.not_drawn(table[table["role"] == "pretraining"], "gain")
+    if absent:
+        st.caption("Not drawn, because their gain is not defined: " + "; ".join(absent) + ".")
 
 
 def main() -> None:

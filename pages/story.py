@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages import _common as common
 from trustdyn import findings
-from trustdyn.dashboard import figures, tables
+from trustdyn.dashboard import figures, steering_figures, tables
 from trustdyn.store import Store
 
 VERDICT_ICONS = {
@@ -108,15 +108,20 @@ def information_chapter(suite: str, finding: findings.Finding) -> None:
 
 
 def steering_chapter(suite: str, finding: findings.Finding) -> None:
-    """Finding 3 with the probe-accuracy/gain scatter of one dataset."""
+    """Finding 3: the per-dataset "helps" table and one dataset's probe-accuracy/gain scatter."""
     st.markdown("A **steering vector** is the difference between the mean activations of "
                 "the two classes at a layer. Added to the chat model's residual stream, it "
                 "nudges answers toward one class. The question is whether vectors read from "
-                "*pre-training* checkpoints do this for the finished chat model, and whether "
-                "checkpoints whose probes are better also steer better.")
-    verdict(finding)
+                "*pre-training* checkpoints do this for the finished chat model better than "
+                "a random direction added with the same norm, and whether checkpoints whose "
+                "probes are better also steer better.")
+    verdict(finding, raw_details=False)
     if finding.details.empty:
         return
+    st.dataframe(tables.story_steering_table(finding.details), hide_index=True)
+    st.caption(tables.HELPS_NOTE + " The partial r holds the log applied norm fixed.")
+    with st.expander("The numbers behind this"):
+        st.dataframe(finding.details, hide_index=True)
     row = st.selectbox("Look at a dataset", list(finding.details["dataset"]),
                        key="story_steer_ds")
     target = str(finding.details.loc[finding.details["dataset"] == row, "target"].iloc[0])
@@ -124,8 +129,9 @@ def steering_chapter(suite: str, finding: findings.Finding) -> None:
     pairs, corr = findings.gain_vs_probe(evals, common.read(Store.probe_grid, suite, row),
                                           target, row)
     metric = tables.primary_metric(evals, row) or "the primary metric"
-    common.figure(figures.gain_scatter(pairs, corr, metric=metric), pairs,
-                  f"{suite}-{row}-story-gain", key="story_gain")
+    common.figure(steering_figures.gain_scatter(pairs, corr, metric=metric,
+                                                partial=findings.norm_controlled(pairs)),
+                  pairs, f"{suite}-{row}-story-gain", key="story_gain")
 
 
 def main() -> None:

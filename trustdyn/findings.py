@@ -286,6 +286,22 @@ def information_finding(turns: pd.DataFrame) -> Finding:
     return Finding(title, verdict, text, details)
 
 
+def vector_helps(versus: pd.DataFrame, n_sources: int, n_datasets: int) -> pd.Series:
+    """Return, per ``gain_vs_random`` row, whether its vector helps.
+
+    :func:`trustdyn.verdicts.helps_verdict` on the row's ``p_value`` and ``guard_passed``:
+    a pre-training vector is tested within the family of the dataset's ``n_sources``
+    pre-training vectors, the chat model's own vector as a family of one; the level is
+    shared over the study's ``n_datasets``.
+    """
+    return pd.Series([
+        helps_verdict(None if pd.isna(p) else float(p), False if pd.isna(g) else bool(g),
+                      n_sources=n_sources if role == "pretraining" else 1,
+                      n_datasets=n_datasets)
+        for role, p, g in zip(versus["role"], versus["p_value"], versus["guard_passed"],
+                              strict=True)], index=versus.index, dtype=bool)
+
+
 def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
     """Return, per (target, dataset), the "helps" verdicts and the numbers behind them.
 
@@ -309,11 +325,6 @@ def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
         pre = gains[gains["role"] == "pretraining"]
         n_sources = len(pre)
 
-        def helps(rows: pd.DataFrame, n_sources: int = n_sources) -> pd.Series:
-            return pd.Series([helps_verdict(p, g, n_sources=n_sources, n_datasets=n_datasets)
-                              for p, g in zip(rows["p_value"], rows["guard_passed"],
-                                              strict=True)], index=rows.index, dtype=bool)
-
         pre_vs = versus[versus["role"] == "pretraining"]
         chat_vs = versus[versus["role"] == "chat"]
         ranked = pre_vs.dropna(subset=["value"]).sort_values("value", ascending=False)
@@ -323,8 +334,8 @@ def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "target": target, "dataset": dataset, "pretraining_sources": n_sources,
             "no_admissible": int((pre["status"] == "no admissible setting").sum()),
-            "helping": int(helps(pre_vs).sum()),
-            "chat_helps": bool(helps(chat_vs, 1).any()),
+            "helping": int(vector_helps(pre_vs, n_sources, n_datasets).sum()),
+            "chat_helps": bool(vector_helps(chat_vs, n_sources, n_datasets).any()),
             "best_source": None if best is None else best["vector_source"],
             "best_gain_vs_random": np.nan if best is None else best["value"],
             "best_lo": np.nan if best is None else best["ci_lo"],

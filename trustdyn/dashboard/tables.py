@@ -23,7 +23,6 @@ from trustdyn.schema import (
     study_units,
 )
 from trustdyn.store import Store, json_object
-from trustdyn.verdicts import helps_verdict
 
 PROBE_METRICS: dict[str, str] = {
     "balanced_accuracy": "Balanced accuracy (test split)",
@@ -524,7 +523,7 @@ def steering_sources(table: pd.DataFrame, n_sources: int, n_datasets: int) -> pd
         prefix ``vs_random`` (over the random direction of the same applied norm; missing
         for the random direction itself); ``guard_passed`` (of the comparison with the
         random direction where there is one, else of the dev selection);
-        ``test_ppl_ratio``; ``helps`` (:func:`trustdyn.verdicts.helps_verdict`; ``<NA>``
+        ``test_ppl_ratio``; ``helps`` (:func:`trustdyn.findings.vector_helps`; ``<NA>``
         for the random direction, which is the reference).
 
     """
@@ -544,14 +543,9 @@ def steering_sources(table: pd.DataFrame, n_sources: int, n_datasets: int) -> pd
         [_flag(v) if isinstance(s, str) else _flag(g) for v, s, g in zip(
             frame["vs_random_guard"], frame["vs_random_status"], frame["gain_guard"],
             strict=True)], dtype="boolean")
-    # The family as findings.steering_details sets it: the chat model's vector is its own.
-    frame["helps"] = pd.array([
-        pd.NA if source == RANDOM_SOURCE else helps_verdict(
-            None if pd.isna(p) else float(p), _flag(guard),
-            n_sources=n_sources if role == "pretraining" else 1, n_datasets=n_datasets)
-        for source, role, p, guard in zip(frame["source"], frame["role"],
-                                          frame["vs_random_p"], frame["guard_passed"],
-                                          strict=True)], dtype="boolean")
+    verdicts = findings.vector_helps(frame.rename(columns={"vs_random_p": "p_value"}),
+                                     n_sources, n_datasets)
+    frame["helps"] = verdicts.astype("boolean").mask(frame["source"] == RANDOM_SOURCE)
     return frame.drop(columns=["gain_guard", "vs_random_guard"]).reset_index(drop=True)
 
 

@@ -46,6 +46,7 @@ from trustdyn.evaluation.metrics import (
     paired_bootstrap,
     perplexity_statistic,
     resample_indices,
+    kappa_statistic,
     ss_bias_statistic,
     stereoset_items,
 )
@@ -373,6 +374,19 @@ def test_truthfulqa_task_scores_both_kinds_in_one_call(tiny_tokenizer):
     assert [m.name for m in mc1_only.metrics] == ["mc1"] and not mc1_only.metrics[0].test_only
     with pytest.raises(ValueError, match="true and a false"):
         TruthfulQATask([MCQuestion("Is it?", ("a", "b"), (1, 1))])
+
+
+def test_kappa_corrects_agreement_for_chance_and_gives_a_constant_answer_zero():
+    # (agree, original positive, perturbed positive) per pair.
+    mixed = np.array([[1, 1, 1], [1, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=float)
+    # p_o = 0.75, p_e = 0.75 * 0.5 + 0.25 * 0.5 = 0.5
+    assert kappa_statistic(mixed) == pytest.approx(0.5)
+    one_side_constant = np.array([[1, 1, 1], [1, 1, 1], [0, 1, 0]], dtype=float)
+    assert kappa_statistic(one_side_constant) == pytest.approx(0.0)  # agreement is 2/3
+    both_constant = np.ones((3, 3))
+    assert np.isnan(kappa_statistic(both_constant))  # agreement 1.0, kappa undefined
+    np.testing.assert_allclose(kappa_statistic(np.stack([mixed, mixed])), [0.5, 0.5])
+    assert RobustnessTask([("a", "A")]).primary == "kappa"
 
 
 def test_sst2_flags_a_constant_answer_as_degenerate(tiny_llama, tiny_tokenizer):

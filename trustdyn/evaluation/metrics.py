@@ -206,6 +206,20 @@ def icat(ss: np.ndarray | float, lms: np.ndarray | float) -> np.ndarray:
     return np.asarray(lms, dtype=float) * np.minimum(ss_arr, 100.0 - ss_arr) / 50.0
 
 
+def kappa_statistic(table: np.ndarray) -> np.ndarray:
+    """Cohen's κ of a pair table ``[..., n, 3]`` with columns (agree, answer a, answer b).
+
+    ``(p_o − p_e) / (1 − p_e)`` with ``p_o`` the share of agreeing pairs and ``p_e = p_a
+    p_b + (1 − p_a)(1 − p_b)`` the agreement the two answer rates give by chance: a
+    constant answer to one side scores 0, not 1; NaN when both sides are the same
+    constant (``p_e = 1``).
+    """
+    agree, rate_a, rate_b = (table[..., k].mean(axis=-1) for k in range(3))
+    chance = rate_a * rate_b + (1.0 - rate_a) * (1.0 - rate_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(chance < 1.0, (agree - chance) / (1.0 - chance), np.nan)
+
+
 def gap_statistic(table: np.ndarray) -> np.ndarray:
     """Mean of column 0 over rows with column 1 == 1 minus over rows with column 1 == 0.
 

@@ -32,6 +32,7 @@ from trustdyn.evaluation.metrics import (
     column_nanmean,
     gap_statistic,
     icat_statistic,
+    kappa_statistic,
     mc_kind,
     mc_scores,
     perplexity_statistic,
@@ -320,15 +321,25 @@ class PrivacyTask(EvalTask):
 
 @dataclass
 class RobustnessTask(EvalTask):
-    """SST-2 sentiment agreement between each sentence and its case-perturbed copy."""
+    """SST-2 sentiment consistency between each sentence and its case-perturbed copy.
+
+    The primary metric is Cohen's κ, agreement beyond chance: raw agreement rewards a
+    model that gives (nearly) the same answer to every sentence, κ does not.
+    """
 
     pairs: Sequence[tuple[str, str]]  # (original, perturbed)
     dataset: str = "sst2"
-    primary: str = "agreement"
+    primary: str = "kappa"
     metrics: tuple[Metric, ...] = (
+        Metric("kappa", "robust", kappa_statistic, True,
+               "Cohen's kappa between the predicted sentiment of each sentence and of its "
+               "case-perturbed copy: agreement beyond what the two answer rates give by "
+               "chance (1 = same answer for every pair, 0 = chance; a constant answer "
+               "scores 0)"),
         Metric("agreement", "robust", column_mean(0), True,
                "share of pairs whose predicted sentiment (positive vs negative by "
-               "likelihood) is the same for the original and the perturbed sentence"),
+               "likelihood) is the same for the original and the perturbed sentence "
+               "(rewards a constant answer: read it beside kappa)"),
         Metric("positive_rate", "robust", column_mean(1), None,
                "share of original sentences called positive"),
     )

@@ -3,7 +3,11 @@
 For each verdict (``separable``: a dataset becomes separable during pre-training; ``turn``:
 a fitting → compression turn) it simulates studies of the default study's shape (28
 checkpoints, 5 datasets) with 4 and with 32 layers, writes them through the study store and
-runs the same verdict code as the pipeline and the story:
+runs the same verdict code as the pipeline and the story; for ``helps`` (a steering vector
+beats the random direction of the same norm) it simulates steering evaluations of 5
+datasets × 8 pre-training vectors on 120 shared test items through the evaluation's paired
+bootstrap and :func:`trustdyn.verdicts.helps_verdict`, with no effect and with a planted
+rise of 0.10, 0.15 and 0.20 in one vector's share of right answers:
 
 - null studies, one per noise family (white, random walk, AR(1) with φ = 0.5, 0.8, 0.95,
   a monotone trend): the false-positive rate is the share of datasets the story reports
@@ -21,6 +25,7 @@ Writes ``bench/results/bench_verdicts.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import environment, write_result
-from trustdyn.testing.planted import NULL_FAMILIES, Plan, error_rates
+from trustdyn.testing.planted import NULL_FAMILIES, Plan, SteeringPlan, error_rates, helps_rates
 from trustdyn.verdicts import ALPHA
 
 PLANTED = {"separation": 0.15, "turn": 15.0}
@@ -69,6 +74,25 @@ def summarise(rates: pd.DataFrame) -> dict[str, object]:
     }
 
 
+HELPS_EFFECTS = (0.10, 0.15, 0.20)
+"""Planted rises of one vector's share of right answers over the random direction."""
+
+
+def calibrate_helps(n_studies: int, seed: int = 0) -> dict[str, object]:
+    """Return the helps verdict's false-positive rate and its recall per planted effect.
+
+    Null studies use 4× as many studies as planted ones: the verdict's level is small.
+    """
+    null = helps_rates(SteeringPlan(), 4 * n_studies, seed=seed)
+    recall = {f"{effect:.2f}": helps_rates(SteeringPlan(effect=effect), n_studies,
+                                           seed=seed + 1 + k)
+              for k, effect in enumerate(HELPS_EFFECTS)}
+    fpr = float(null["per_dataset"])
+    return {"false_positive_rate": fpr, "study_false_positive_rate": null["per_study"],
+            "recall": {effect: r["per_dataset"] for effect, r in recall.items()},
+            "plan": dataclasses.asdict(SteeringPlan()), "bound_met": fpr <= ALPHA}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=10,
@@ -89,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['worst_family']}), {summary['study_false_positive_rate']:.3f} per "
               f"study; recall {summary['recall']:.3f} at effect "
               f"{summary['planted_effect']:g}: bounds {met}")
+    helps = calibrate_helps(args.studies, seed=args.seed)
+    result["helps"] = helps
+    print(f"== helps\nfalse-positive rate {helps['false_positive_rate']:.3f} per dataset, "
+          f"{helps['study_false_positive_rate']:.3f} per study; recall by planted effect "
+          f"{helps['recall']}")
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["environment"] = environment()
     write_result("bench_verdicts", result)

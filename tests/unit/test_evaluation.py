@@ -41,12 +41,12 @@ from trustdyn.evaluation.metrics import (
     gap_statistic,
     icat,
     icat_statistic,
+    kappa_statistic,
     mc_kind,
     mc_scores,
     paired_bootstrap,
     perplexity_statistic,
     resample_indices,
-    kappa_statistic,
     ss_bias_statistic,
     stereoset_items,
 )

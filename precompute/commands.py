@@ -26,6 +26,13 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
                      help="rows sampled per dataset (default: the preset's)")
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--steer-scaling", choices=("target", "source-sigma"), default=None,
+                     help="unit of the steering strength: the chat model's own σ at the "
+                     "layer (target, the default: same norm for every vector at the same α) "
+                     "or each source checkpoint's σ (source-sigma, the paper's)")
+    run.add_argument("--steer-positions", choices=("newest", "all"), default=None,
+                     help="where the steering evaluation adds a vector (newest: the "
+                     "prompt's last token and every token after it, the default)")
     ray = run.add_argument_group(
         "Ray executor", "one task per checkpoint on a Ray cluster (optional extra: ray>=2.40)")
     ray.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -76,6 +83,8 @@ def _resolve(args: argparse.Namespace) -> tuple[Suite, Store, StudyConfig]:
         args.preset,
         device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
         n_per_dataset=getattr(args, "n_per_dataset", None), seed=getattr(args, "seed", None),
+        steer_scaling=getattr(args, "steer_scaling", None),
+        steer_positions=getattr(args, "steer_positions", None),
     )
     suite = _load_suite(args)
     return suite, Store(args.db or default_study_path()), config

@@ -15,6 +15,7 @@ from typing import Any
 
 from trustdyn.datasets import BUILTIN_DATASETS
 from trustdyn.schema import PER_CHECKPOINT_STAGES
+from trustdyn.steering import Positions
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class StudyConfig:
         dtype: Model dtype for loading checkpoints.
         steer_eval: Grid of the suite-level steering evaluation (``smoke``, ``reduced`` or
             ``full``, see :mod:`trustdyn.evaluation.config`); ``None`` skips it.
+        steer_scaling: Unit of the steering strength α (``target`` or ``source-sigma``,
+            see :data:`trustdyn.evaluation.SCALINGS`).
+        steer_positions: Where a vector is added in the steering evaluation's generation,
+            scoring and guard alike (``newest`` or ``all``).
     """
 
     datasets: tuple[str, ...] = BUILTIN_DATASETS
@@ -60,6 +65,8 @@ class StudyConfig:
     device: str = "auto"
     dtype: str = "float32"
     steer_eval: str | None = "full"
+    steer_scaling: str = "target"
+    steer_positions: Positions = "newest"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-ready dict."""

@@ -88,7 +88,9 @@ def eval_config_for(config: StudyConfig) -> EvalConfig:
         raise ValueError(f"No steering-evaluation grid {config.steer_eval!r}; "
                          f"choose one of {', '.join(EVAL_PRESETS)}")
     base = EVAL_PRESETS[config.steer_eval]
-    return dataclasses.replace(base, seed=config.seed, n_bootstrap=config.n_bootstrap)
+    return dataclasses.replace(base, seed=config.seed, n_bootstrap=config.n_bootstrap,
+                               scaling=config.steer_scaling,
+                               positions=config.steer_positions)
 
 
 def _builtin_run(suite: Suite, ref: CheckpointRef) -> tuple[str, int] | None:

@@ -232,6 +232,20 @@ def test_no_admissible_setting_is_stored_never_a_fallback(study, monkeypatch):
     assert story.verdict == "not supported" and "No admissible setting" in story.text
 
 
+def test_source_sigma_scaling_keeps_each_checkpoints_own_unit(study):
+    """The paper's scaling: α counts each source's own σ, so norms differ by source."""
+    suite, store, config = study
+    paper = dataclasses.replace(config, datasets=("truthfulqa",), steer_scaling="source-sigma",
+                                steer_positions="all")
+    assert run_steering_stage(suite, store, paper, progress=False) == 1
+    rows = store.steering_evals(suite.name)
+    steered = rows[rows["layer"] >= 0]
+    params = steered["params"].map(json.loads)
+    assert (params.map(lambda p: (p["scaling"], p["positions"])) == ("source-sigma", "all")).all()
+    own_units = params.map(lambda p: p["alpha_source_sigma"])
+    np.testing.assert_allclose(own_units, steered["alpha"].abs())
+
+
 def test_stage_skips_a_suite_without_chat_model(study, caplog):
     suite, store, config = study
     bare = Suite(name=suite.name, description="", checkpoints=suite.checkpoints, chat=None)
@@ -259,6 +273,11 @@ def test_eval_grid_follows_the_study_preset():
     assert eval_config_for(study_config("classroom")).name == "full"
     smoke = eval_config_for(study_config("smoke", seed=3, n_bootstrap=20))
     assert (smoke.name, smoke.seed, smoke.n_bootstrap) == ("smoke", 3, 20)
+    assert (smoke.scaling, smoke.positions) == ("target", "newest")
+    paper = eval_config_for(study_config("smoke", steer_scaling="source-sigma"))
+    assert paper.scaling == "source-sigma"
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        eval_config_for(study_config("smoke", steer_scaling="sigma"))
     with pytest.raises(ValueError, match="No steering-evaluation grid 'tiny'"):
         eval_config_for(study_config("smoke", steer_eval="tiny"))
 

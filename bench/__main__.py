@@ -24,6 +24,7 @@ from bench.common import RESULTS_DIR
 BENCHMARKS: dict[str, list[str]] = {
     "extraction": [],
     "probes": [],
+    "pretrain": [],
     "information": ["--json", str(RESULTS_DIR / "bench_information.json")],
     "steering": ["--json", str(RESULTS_DIR / "bench_steering.json")],
     "dashboard": ["--json", str(RESULTS_DIR / "bench_dashboard.json")],

@@ -120,6 +120,20 @@ def build_optimizer(model: LlamaForCausalLM, preset: Preset) -> torch.optim.Adam
     )
 
 
+def optimizer_step(model: LlamaForCausalLM, optimizer: torch.optim.Optimizer,
+                   batch: torch.Tensor) -> torch.Tensor:
+    """Train on ``batch`` ``[b, seq_len]`` once: forward, backward, clip to norm 1, step.
+
+    Returns the batch's loss (detached by the caller).
+    """
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 @torch.no_grad()
 def heldout_loss(model: LlamaForCausalLM, blocks: torch.Tensor, batch_size: int = 32) -> float:
     """Return the mean next-token loss over held-out ``blocks`` ``[n, seq_len]``."""
@@ -229,13 +243,7 @@ class PretrainRun:
         """Run optimiser step ``step`` (1-based) and return its training loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.preset.lr_at(step)
-        batch = self.batch(step)
-        loss = self.model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.item())
+        return float(optimizer_step(self.model, self.optimizer, self.batch(step)).item())
 
     @torch.no_grad()
     def _initial_train_loss(self) -> float:

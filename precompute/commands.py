@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from precompute.pipeline import Shard, merge_studies, missing_units, run_study
-from precompute.study import StudyConfig, study_config
+from precompute.study import StudyConfig, sizes_for, study_config
 from trustdyn.findings import summarise_probes
 from trustdyn.paths import default_study_path
 from trustdyn.store import Store
-from trustdyn.suites import Suite, get_suite
+from trustdyn.suites import SMOLLM2_SUITE, Suite, get_suite
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--shard", default="0/1",
                      help="i/n: run only checkpoints with ordinal %% n == i")
     run.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
-    run.add_argument("--dtype", default=None, help="float32, float16 or bfloat16")
+    run.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                     help="model dtype for loading checkpoints")
     run.add_argument("--n-per-dataset", type=int, default=None,
                      help="rows sampled per dataset (default: the preset's)")
     run.add_argument("--seed", type=int, default=None)
@@ -80,7 +81,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Suite, Store, StudyConfig]:
     if args.suite in ("builtin", None) and args.preset is None:
         args.preset = "default"
     config = study_config(
-        args.preset,
+        sizes_for(args.suite, args.preset),
         device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
         n_per_dataset=getattr(args, "n_per_dataset", None), seed=getattr(args, "seed", None),
         steer_scaling=getattr(args, "steer_scaling", None),
@@ -91,12 +92,14 @@ def _resolve(args: argparse.Namespace) -> tuple[Suite, Store, StudyConfig]:
 
 
 def _load_suite(args: argparse.Namespace) -> Suite:
-    if args.suite.startswith("builtin") and args.handler is _run:
+    builtin = args.suite.startswith("builtin")
+    if builtin and args.handler is _run:
         from trustdyn.suites.builtin import pretrain
 
         # The default study starts from nothing: pre-train first (a no-op when finished).
         return pretrain(args.preset, progress=not args.quiet)
-    return get_suite(args.suite, preset=args.preset, every=args.every)
+    # For other suites --preset names study sizes only, not a built-in preset.
+    return get_suite(args.suite, preset=args.preset if builtin else None, every=args.every)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -150,7 +153,7 @@ def _study(args: argparse.Namespace) -> int:
     ]
     if not args.no_smollm2:
         runs.append((lambda: smollm2_suite(progress=progress),
-                     study_config(f"smollm2-{args.preset}")))
+                     study_config(sizes_for(SMOLLM2_SUITE, args.preset))))
     failed = False
     for load, config in runs:
         suite = load()

@@ -16,6 +16,7 @@ from typing import Any
 from trustdyn.datasets import BUILTIN_DATASETS
 from trustdyn.schema import PER_CHECKPOINT_STAGES
 from trustdyn.steering import Positions
+from trustdyn.suites import SMOLLM2_SUITE
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,15 @@ _PRESET_CONFIGS: dict[str, StudyConfig] = {
                                    steer_eval=None),
     "smollm2-classroom": StudyConfig(n_per_dataset=None, info_n=512, batch_size=32),
 }
+
+
+def sizes_for(suite: str, preset: str | None) -> str | None:
+    """Return the study sizes that ``--preset`` names for ``suite``.
+
+    SmolLM2-135M-Instruct is ~100× the built-in model, so it has reduced sizes of its own
+    (``smollm2-<preset>``); every other suite uses the preset's sizes as they are.
+    """
+    return f"smollm2-{preset}" if suite == SMOLLM2_SUITE and preset else preset
 
 
 def study_config(preset: str | None, **overrides: Any) -> StudyConfig:

@@ -426,3 +426,39 @@ def test_cli_registers_pretrain_subcommand():
     assert args.handler is pretrain_cli.run
     with pytest.raises(SystemExit):
         parser.parse_args(["pretrain", "--preset", "huge"])
+
+
+def test_run_preset_names_study_sizes_for_suites_other_than_builtin(monkeypatch):
+    """`run --suite smollm2-instruct --preset classroom` (a README command) must not pass
+    the preset to the suite as a built-in preset: it names SmolLM2's study sizes."""
+    from precompute import commands
+    from precompute.study import sizes_for, study_config
+
+    assert sizes_for("smollm2-instruct", "classroom") == "smollm2-classroom"
+    assert sizes_for("builtin", "default") == "default" and sizes_for("amber", None) is None
+    assert study_config(sizes_for("smollm2-instruct", "default")).steer_eval is None
+    seen = {}
+
+    def fake_get_suite(name, *, preset=None, every=1):
+        seen.update(name=name, preset=preset, every=every)
+        return "suite"
+
+    monkeypatch.setattr(commands, "get_suite", fake_get_suite)
+    args = argparse.Namespace(suite="smollm2-instruct", preset="classroom", every=1,
+                              handler=commands._run, quiet=True, db=None, device=None,
+                              dtype=None, n_per_dataset=None, seed=None,
+                              steer_scaling=None, steer_positions=None)
+    _suite, _store, config = commands._resolve(args)
+    assert seen == {"name": "smollm2-instruct", "preset": None, "every": 1}
+    assert config == study_config("smollm2-classroom")
+
+
+def test_run_rejects_an_unknown_dtype_before_any_work(capsys):
+    from precompute import commands
+
+    parser = argparse.ArgumentParser()
+    commands.add_run_commands(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["run", "--dtype", "bfloat16"]).dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--dtype", "bf16"])
+    assert "invalid choice: 'bf16'" in capsys.readouterr().err

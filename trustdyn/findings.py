@@ -324,7 +324,6 @@ def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
         versus = group[group["metric"] == "gain_vs_random"]
         pre = gains[gains["role"] == "pretraining"]
         n_sources = len(pre)
-
         pre_vs = versus[versus["role"] == "pretraining"]
         chat_vs = versus[versus["role"] == "chat"]
         ranked = pre_vs.dropna(subset=["value"]).sort_values("value", ascending=False)

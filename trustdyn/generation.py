@@ -384,11 +384,12 @@ def batch_loglik(
     if reduction not in ("sum", "mean"):
         raise GenerationError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
     pairs = [_encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations, strict=True)]
+    trims = "logits_to_keep" in inspect.signature(model.forward).parameters
     scores = np.empty(len(pairs), dtype=np.float64)
     starts = range(0, len(pairs), batch_size)
     for start in tqdm(starts, desc="log-likelihood", disable=not progress):
         chunk = pairs[start:start + batch_size]
-        sums, counts = _score_batch(model, chunk, vector, alpha, positions)
+        sums, counts = _score_batch(model, chunk, vector, alpha, positions, trims)
         scores[start:start + len(chunk)] = sums / counts if reduction == "mean" else sums
     return scores
 
@@ -408,8 +409,8 @@ def _encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[i
 
 
 def _score_batch(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
-                 vector: SteeringVector | None, alpha: float,
-                 positions: Positions) -> tuple[np.ndarray, np.ndarray]:
+                 vector: SteeringVector | None, alpha: float, positions: Positions,
+                 trims: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return (sum of continuation log-probs [b], continuation lengths [b]) for a batch.
 
     Rows are left-padded (with position ids counted from each row's first real token), so
@@ -432,7 +433,8 @@ def _score_batch(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
     where: Positions | torch.Tensor = steer_mask if positions == "newest" else positions
     steering = Steering(model, vector, alpha, positions=where)
     with torch.inference_mode(), steering.hold(), steering.active():
-        logits = _last_logits(model, ids.to(device), attention.to(device), keep)  # [b, k, V]
+        logits = _last_logits(model, ids.to(device), attention.to(device), keep,
+                              trims)  # [b, k, V]
     logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts the last k-1
     tail = ids[:, width - keep + 1:]
     token_lp = logprobs.gather(-1, tail[..., None].to(device))[..., 0].cpu()  # [b, k-1]
@@ -444,11 +446,15 @@ def _score_batch(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
 
 
 def _last_logits(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor,
-                 keep: int) -> torch.Tensor:
-    """Return the logits of the last ``keep`` positions of a left-padded batch."""
+                 keep: int, trims: bool) -> torch.Tensor:
+    """Return the logits of the last ``keep`` positions of a left-padded batch.
+
+    ``trims``: the model's forward takes ``logits_to_keep`` (most Hugging Face causal
+    LMs), so the vocabulary projection runs on those positions only.
+    """
     inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": attention,
                               "position_ids": position_ids_from_mask(attention),
                               "use_cache": False}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    if trims:
         return model(**inputs, logits_to_keep=keep).logits
     return model(**inputs).logits[:, -keep:]

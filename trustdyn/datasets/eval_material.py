@@ -20,7 +20,7 @@ from trustdyn import paths
 from trustdyn.datasets.errors import _MAX_LISTED, DatasetError
 from trustdyn.datasets.probe_dataset import ProbeDataset
 from trustdyn.datasets.tables import _decode_file, _json_lines, _read_table
-from trustdyn.datasets.text import _TRUTHFULQA_STATEMENT, clean_text, normalise_question
+from trustdyn.datasets.text import clean_text, normalise_question, truthfulqa_parts
 from trustdyn.datasets.validate import _parse_label
 
 logger = logging.getLogger(__name__)
@@ -134,14 +134,11 @@ def load_truthfulqa_test_questions(path: str | Path | None = None) -> list[str]:
 def _question_answers(ds: ProbeDataset) -> list[tuple[str, str]]:
     """Return ``(question, answer)`` of each TruthfulQA statement ``Q: …<TAB>A: …`` of ``ds``."""
     # Parsed from the statements, not taken from the groups: other datasets have groups too.
-    pairs = []
-    for text in ds.texts:
-        match = _TRUTHFULQA_STATEMENT.match(text)
-        if match is None:
-            raise DatasetError(f"{ds.name}: its statements are not 'Q: …<TAB>A: …'; pass "
-                               "the truthfulqa dataset")
-        pairs.append((match.group("q").strip(), match.group("a").strip()))
-    return pairs
+    try:
+        return [truthfulqa_parts(text) for text in ds.texts]
+    except ValueError:
+        raise DatasetError(f"{ds.name}: its statements are not 'Q: …<TAB>A: …'; pass the "
+                           "truthfulqa dataset") from None
 
 
 def _probe_questions(ds: ProbeDataset) -> set[str]:

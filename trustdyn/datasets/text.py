@@ -89,8 +89,8 @@ def normalise_question(text: str) -> str:
 _TRUTHFULQA_STATEMENT = re.compile(r"^Q:\s*(?P<q>.+?)\tA:\s*(?P<a>.+)$", re.DOTALL)
 
 
-def truthfulqa_question(statement: str) -> str:
-    """Return the question of a cleaned TruthfulQA statement ``Q: …<TAB>A: …``.
+def truthfulqa_parts(statement: str) -> tuple[str, str]:
+    """Return ``(question, answer)`` of a cleaned TruthfulQA statement ``Q: …<TAB>A: …``.
 
     Raises:
         ValueError: The statement is not in that format.
@@ -99,8 +99,17 @@ def truthfulqa_question(statement: str) -> str:
     match = _TRUTHFULQA_STATEMENT.match(statement)
     if match is None:
         raise ValueError("statement is not 'Q: <question><TAB>A: <answer>'")
-    return match.group("q").strip()
+    return match.group("q").strip(), match.group("a").strip()
 
+
+def truthfulqa_question(statement: str) -> str:
+    """Return the question of a cleaned TruthfulQA statement ``Q: …<TAB>A: …``.
+
+    Raises:
+        ValueError: The statement is not in that format.
+
+    """
+    return truthfulqa_parts(statement)[0]
 
 
 def caseless(text: str) -> str:

@@ -40,10 +40,10 @@ from trustdyn.evaluation.metrics import (
 from trustdyn.evaluation.scoring import Scorer
 from trustdyn.evaluation.sources import VectorSource, direction_text, target_labels
 from trustdyn.evaluation.tasks import EvalTask, Metric, PerplexityGuard, ToxicityTask
-from trustdyn.findings import gain_probe_pairs
+from trustdyn.findings import gain_probe_pairs, norm_controlled
 from trustdyn.provenance import code_version
 from trustdyn.schema import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, NO_LAYER
-from trustdyn.stats import Correlation, partial_pearson, pearson
+from trustdyn.stats import Correlation, pearson
 from trustdyn.steering import SteeringVector, signed_alpha
 
 __all__ = ["evaluate_dataset", "select_candidate"]
@@ -493,8 +493,7 @@ def _correlation_rows(ctx: _Context, probe_accuracy: Mapping[tuple[str, int], fl
     pairs = gain_probe_pairs(frame, probes, pretraining)
     pairs = pairs[["checkpoint", "layer", "gain", "probe_accuracy", "applied_norm"]]
     raw = pearson(pairs["probe_accuracy"], pairs["gain"])
-    partial = partial_pearson(pairs["probe_accuracy"], pairs["gain"],
-                              np.log(pairs["applied_norm"].astype(float)))
+    partial = norm_controlled(pairs)
     described = (
         ("corr_probe_gain", raw, "Pearson r across pre-training checkpoints between the "
          "probe's test accuracy at each checkpoint's chosen steering layer and its test gain"),

@@ -108,9 +108,7 @@ def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
                vectors: dict[int, SteeringVector]) -> VectorSource:
         own_sigma = {ell: v.scale for ell, v in vectors.items()}
         if scaling == "target":
-            vectors = {ell: replace(v, scale=target_sigma[ell],
-                                    meta={**v.meta, "source_sigma": v.scale})
-                       for ell, v in vectors.items()}
+            vectors = {ell: replace(v, scale=target_sigma[ell]) for ell, v in vectors.items()}
         return VectorSource(name, role, step, vectors, own_sigma)
 
     sources = [source(name, "pretraining", step, load(name))

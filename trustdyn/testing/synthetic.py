@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trustdyn.evaluation.metrics import minimum_detectable_effect
 from trustdyn.provenance import code_version
 from trustdyn.schema import (
     BASELINE_SOURCE,
@@ -31,8 +32,12 @@ from trustdyn.schema import (
     TURNS_STAGE,
     study_units,
 )
+from trustdyn.stats import CI_LEVEL
 from trustdyn.store import Store
 from trustdyn.verdicts import turn_table
+
+_Z_CI = float(stats.norm.isf((1 - CI_LEVEL) / 2))
+"""Half-width of a :data:`~trustdyn.stats.CI_LEVEL` interval in standard errors."""
 
 SYNTHETIC_MARK = "SYNTHETIC"
 """Word every synthetic suite description and dataset card starts with."""
@@ -484,7 +489,8 @@ class _Grid:
             "vector_source": source, "dataset": ds.name, "metric": metric, "split": split,
             "layer": layer, "alpha": float(alpha), "steer_direction": direction,
             "value": float(value), "ci_lo": float(value - half), "ci_hi": float(value + half),
-            "n": 40, "mde": 2.8 * half / 1.96 if metric.startswith("gain") else None,
+            "n": 40, "mde": minimum_detectable_effect(half / _Z_CI) if metric.startswith("gain")
+            else None,
             "applied_norm": abs(alpha) if layer != NO_LAYER else None,
             "norm_ratio": abs(alpha) / 10 if layer != NO_LAYER else None, "status": "ok",
             "reason": None,

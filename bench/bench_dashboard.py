@@ -4,13 +4,16 @@ Writes (or reuses, with ``--db``) a synthetic study of 360 checkpoints × 32 lay
 datasets — the size of an LLM360 Amber study at every checkpoint — and times, median of
 ``--repeats`` runs each:
 
-* ``store.probe_results`` — the store's general read of one dataset (the baseline);
-* ``store.reader()`` — opening and closing a read-only connection (every store call pays
-  it: the store holds no connection open, so the pipeline can write between reads);
-* ``Store.probe_grid`` — the heatmap's narrow query (goal: under 50 ms), also shown
-  without the connection cost, and as the pages get it on a repeat view (cache hit);
-* ``figures.probe_heatmap`` — building the heatmap figure from that frame;
-* ``figure.to_json`` — serialising it (what Streamlit sends to the browser);
+* the heatmap's first view: the pages' cached read of ``Store.probe_grid`` on a cache miss
+  (file stamp, attaching the file, the query, the cache's copy), against the same with a
+  new DuckDB database per read (the baseline: how every read worked before the store kept
+  one in-memory database per process to attach files to). Goal: under 50 ms in every run;
+  the benchmark exits with status 1 when the median misses it;
+* ``store.reader()`` — attaching and detaching the file (every store read pays it), and
+  starting a DuckDB database (what it cost before);
+* the same read on a repeat view (cache hit);
+* ``figures.probe_heatmap`` — building the heatmap figure from that frame, and
+  ``figure.to_json`` — serialising it (what Streamlit sends to the browser);
 * info-plane and steering-table reads, for scale.
 
 and the app's start-up in a fresh interpreter: the first ``AppTest`` run of ``app.py``
@@ -34,8 +37,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import duckdb
+
+from trustdyn import store as store_module
 from trustdyn.dashboard import figures, study, tables
 from trustdyn.paths import REPO_ROOT
 from trustdyn.store import Store
@@ -47,7 +54,6 @@ DATASET = "truthfulqa"
 
 def environment() -> dict[str, Any]:
     """Return what the numbers depend on: machine, load and library versions."""
-    import duckdb
     import plotly
     import streamlit
 
@@ -80,13 +86,19 @@ def ensure_study(path: Path, checkpoints: int, layers: int) -> tuple[Store, floa
     return store, time.perf_counter() - start
 
 
+BUDGET_MS = 50.0
+"""The heatmap's first view must take less than this (median of the repeats, every run)."""
+FIRST_VIEW = "heatmap first view (pages' read, cache miss)"
+BASELINE = "same, a new DuckDB database per read (before)"
+
+
 def _open_reader(store: Store) -> None:
     with store.reader():
         pass
 
 
-def _cached_read(path: Path) -> Callable[[], Any]:
-    """Return a call of the pages' cached reader (``st.cache_data``, bare mode)."""
+def _pages_common(path: Path) -> ModuleType:
+    """Return the pages' ``_common`` module reading ``path`` (``st.cache_data`` in bare mode)."""
     import logging
 
     os.environ[study.STUDY_ENV] = str(path)
@@ -94,23 +106,49 @@ def _cached_read(path: Path) -> Callable[[], Any]:
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     from pages import _common
 
-    return lambda: _common.read(Store.probe_grid, SUITE, DATASET)
+    return _common
+
+
+def _first_view(common: ModuleType) -> Any:
+    """Read the heatmap's frame as a page does when nothing is cached yet."""
+    common._cached.clear()
+    return common.read(Store.probe_grid, SUITE, DATASET)
+
+
+def _fresh_database() -> duckdb.DuckDBPyConnection:
+    """Stand in for the store's shared read database with a new one (the old per-read cost)."""
+    return duckdb.connect(":memory:")
+
+
+def time_first_view(path: Path, repeats: int) -> dict[str, float]:
+    """Time the heatmap's first view now and with a new database per read, in one run."""
+    common = _pages_common(path)
+    now = median_ms(lambda: _first_view(common), repeats)
+    shared = store_module._read_cursor
+    store_module._read_cursor = _fresh_database
+    try:
+        before = median_ms(lambda: _first_view(common), repeats)
+    finally:
+        store_module._read_cursor = shared
+    return {FIRST_VIEW: now, BASELINE: before,
+            "same, repeat view (cache hit)": median_ms(
+                lambda: common.read(Store.probe_grid, SUITE, DATASET), repeats)}
 
 
 def time_reads(store: Store, repeats: int) -> dict[str, float]:
-    """Time the heatmap path (query, figure, serialisation) and other page reads."""
+    """Time the heatmap path (reads, figure, serialisation) and other page reads."""
     grid = store.probe_grid(SUITE, DATASET)
     figure = figures.probe_heatmap(grid)
     info = store.info_grid(SUITE, DATASET)
     evals = store.steering_eval_table(SUITE)
     ckpts = store.checkpoints(SUITE)
     return {
-        "store.probe_results (baseline)": median_ms(
-            lambda: store.probe_results(SUITE, DATASET), repeats),
-        "store.reader() open + close": median_ms(lambda: _open_reader(store), repeats),
-        "Store.probe_grid (heatmap query)": median_ms(
+        **time_first_view(store.path, repeats),
+        "store.reader(): attach + detach": median_ms(lambda: _open_reader(store), repeats),
+        "a new DuckDB database: start + close": median_ms(
+            lambda: _fresh_database().close(), repeats),
+        "Store.probe_grid (the query alone)": median_ms(
             lambda: store.probe_grid(SUITE, DATASET), repeats),
-        "probe_grid cached (repeat view)": median_ms(_cached_read(store.path), repeats),
         "figures.probe_heatmap": median_ms(lambda: figures.probe_heatmap(grid), repeats),
         "figure.to_json": median_ms(figure.to_json, repeats),
         "Store.info_grid": median_ms(
@@ -181,15 +219,15 @@ def main() -> None:
               + (f"; written in {written:.1f} s" if written is not None else " (reused)"))
         reads = time_reads(store, args.repeats)
         startup = {} if args.no_startup else time_startup(path)
-    base = reads["store.probe_results (baseline)"]
-    print(f"\n{'read / build':40s} {'median ms':>10s} {'× baseline':>11s}")
+    base = reads[BASELINE]
+    print(f"\n{'read / build':48s} {'median ms':>10s} {'× baseline':>11s}")
     for name, value in reads.items():
-        print(f"{name:40s} {value:10.1f} {value / base:11.2f}")
-    query = reads["Store.probe_grid (heatmap query)"]
-    opened = reads["store.reader() open + close"]
-    print(f"heatmap query goal < 50 ms: {'met' if query < 50 else 'NOT met'} "
-          f"({query:.1f} ms with a new connection, {query - opened:.1f} ms without it, "
-          f"{reads['probe_grid cached (repeat view)']:.2f} ms cached)")
+        print(f"{name:48s} {value:10.1f} {value / base:11.2f}")
+    first = reads[FIRST_VIEW]
+    met = first < BUDGET_MS
+    print(f"heatmap first view goal < {BUDGET_MS:.0f} ms: {'met' if met else 'NOT met'} "
+          f"({first:.1f} ms; {base:.1f} ms with a new database per read; "
+          f"{reads['figures.probe_heatmap']:.1f} ms more to build the figure)")
     if startup:
         warm = startup["app rerun (warm, baseline)"]
         print(f"\n{'start-up':40s} {'ms':>10s} {'× warm rerun':>13s}")
@@ -197,8 +235,10 @@ def main() -> None:
             print(f"{name:40s} {value:10.1f} {value / warm:13.2f}")
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "reads_ms": reads,
-                                         "startup_ms": startup, "study_write_s": written},
-                                        indent=2))
+                                         "startup_ms": startup, "study_write_s": written,
+                                         "first_view_budget_met": met}, indent=2))
+    if not met:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-"""Streamlit helpers shared by the pages: the study in use, cached reads, figure export.
+"""Streamlit helpers shared by the pages: the study in use, cached reads, deep links, export.
 
 Reads go through :func:`read`, which calls a reader (a function or ``Store`` method taking
 the store first) under ``st.cache_data`` keyed on the study file's stamp (mtime and size of
 the file and its WAL): a study the pipeline is still writing refreshes on the next
-interaction, while repeated views of a finished study never touch DuckDB twice.
+interaction, while repeated views of a finished study never touch DuckDB twice. Selectors
+that choose a view (suite, dataset, layer, tab, ...) are drawn with :func:`linked` and
+:func:`view_tabs`, which take their value from the URL's query parameters and write it
+back, so the address bar always holds a link to the view on screen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -28,8 +31,12 @@ READ_TIMEOUT_S = 5.0
 
 X_LABELS = {"step": "training step", "tokens": "tokens seen"}
 
+LINKS = "_links"
+"""Session key of the value each URL parameter last showed in this session (by parameter)."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def study_path() -> Path:
@@ -121,12 +128,8 @@ def sidebar(status: study.StudyStatus) -> str | None:
     if status.state != "ready":
         return None
     suites = read(tables.suites)
-    names = list(suites["suite"])
-    _restore("suite", names)
-    suite = st.sidebar.selectbox("Suite", names, key="suite", on_change=_remember,
-                                 args=("suite",),
-                                 help="The study file can hold several checkpoint suites.")
-    _remember("suite")
+    suite = linked(st.sidebar.selectbox, "Suite", list(suites["suite"]), param="suite",
+                   key="suite", help="The study file can hold several checkpoint suites.")
     row = suites[suites["suite"] == suite].iloc[0]
     if bool(row["synthetic"]):
         st.sidebar.warning("SYNTHETIC study: made-up numbers for testing the dashboard, "
@@ -186,6 +189,71 @@ def show_missing_study(status: study.StudyStatus, *, with_button: bool) -> None:
     if not with_button:
         st.page_link("pages/overview.py", label="Start the build from the Overview page",
                      icon=":material/play_arrow:")
+
+
+# --------------------------------------------------------------------------- deep links
+
+
+def linked(draw: Callable[..., Any], label: str, options: Sequence[T], *, param: str,
+           key: str, default: T | None = None, **kwargs: Any) -> T:
+    """Draw a selector that the URL's ``?param=`` sets and that writes its value back to it.
+
+    The value is, in order: a URL value this session has not shown yet (a link just opened),
+    the widget's own state (the user's choice), the value ``param`` last had on any page
+    (suite and dataset follow the user from page to page), ``default``, the first option.
+    A URL value that names no option is ignored with a note. Options are matched by their
+    text, so ``?layer=2`` selects the integer 2.
+
+    Args:
+        draw: The Streamlit selector (``st.selectbox``, ``st.sidebar.selectbox``,
+            ``st.select_slider``, ``column.selectbox``, ...); called with ``key`` and no
+            default of its own, so the session state set here rules.
+        label: The selector's label.
+        options: Its options (not empty).
+        param: The URL query parameter.
+        key: The widget key.
+        default: The value when nothing else chooses one (the first option if ``None``).
+        **kwargs: More arguments for ``draw`` (``format_func``, ``help``, ...).
+
+    """
+    shown: dict[str, str] = st.session_state.setdefault(LINKS, {})
+    by_text = {str(option): option for option in options}
+    chosen = st.session_state.get(key)
+    wanted = st.query_params.get(param)
+    if wanted is not None and wanted != shown.get(param):
+        if wanted in by_text:
+            chosen = by_text[wanted]
+        else:
+            _ignored(param, wanted)
+    if chosen not in options:
+        fallback = default if default in options else options[0]
+        chosen = by_text.get(shown.get(param, ""), fallback)
+    # Always set: a widget drawn on a new page starts from its default, not from the state
+    # the same key had on the page before.
+    st.session_state[key] = chosen
+    value: T = draw(label, options, key=key, **kwargs)
+    shown[param] = str(value)
+    if st.query_params.get(param) != shown[param]:  # each write sends the browser a message
+        st.query_params[param] = shown[param]
+    return value
+
+
+def view_tabs(labels: Sequence[str]) -> Sequence[Any]:
+    """Return ``st.tabs(labels)`` whose open tab the URL's ``?view=`` sets and follows.
+
+    Streamlit binds the open tab to the parameter itself (by label, leaving the first tab
+    out of the URL); a value that names no tab is ignored with a note.
+    """
+    wanted = st.query_params.get("view")
+    if wanted is not None and wanted not in labels:
+        _ignored("view", wanted)
+    return st.tabs(labels, key="view", bind="query-params")
+
+
+def _ignored(param: str, value: str) -> None:
+    """Say that the link's ``param=value`` names nothing here (the view shows another)."""
+    st.warning(f"The link asks for {param} {value!r}, which is not on this page for this "
+               "study; it was ignored.", icon=":material/link_off:")
 
 
 # --------------------------------------------------------------------------- output

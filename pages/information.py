@@ -35,8 +35,9 @@ def plane_view(suite: str, dataset: str) -> None:
     if not estimators:
         st.info("No information estimates for this dataset yet.")
         return
-    estimator = st.radio("Estimator", estimators, horizontal=True, key="info_estimator",
-                         format_func=lambda e: tables.ESTIMATOR_LABELS.get(e, e))
+    estimator = common.linked(st.radio, "Estimator", estimators, param="estimator",
+                              key="info_estimator", horizontal=True,
+                              format_func=lambda e: tables.ESTIMATOR_LABELS.get(e, e))
     choice = st.radio("I(T;Y) from", list(ITY_LABELS), horizontal=True, key="info_ity",
                       format_func=ITY_LABELS.__getitem__)
     ity_source: tables.ItySource = "usable" if choice == "usable" else "estimator"
@@ -89,8 +90,8 @@ def main() -> None:
                 "This page fills in as the pipeline runs.", icon=":material/hourglass_top:")
         return
     cards = common.read(tables.dataset_cards)
-    dataset = st.selectbox("Dataset", datasets, key="info_dataset",
-                           format_func=common.dataset_label(cards))
+    dataset = common.linked(st.selectbox, "Dataset", datasets, param="dataset",
+                            key="info_dataset", format_func=common.dataset_label(cards))
     plane_view(suite, dataset)
 
 

@@ -15,8 +15,8 @@ from trustdyn.store import Store
 def heatmap_view(suite: str, dataset: str) -> None:
     """Layer × checkpoint heatmap with its metric and axis controls."""
     grid = common.read(Store.probe_grid, suite, dataset)
-    metric = st.selectbox("Metric", list(tables.PROBE_METRICS), key="heat_metric",
-                          format_func=tables.PROBE_METRICS.__getitem__)
+    metric = common.linked(st.selectbox, "Metric", list(tables.PROBE_METRICS), param="metric",
+                           key="heat_metric", format_func=tables.PROBE_METRICS.__getitem__)
     x, scale = common.axis_controls("heat")
     fig = figures.probe_heatmap(grid, metric=metric, x=x, scale=scale,
                                 title=f"{dataset}: {tables.PROBE_METRICS[metric]}")
@@ -80,8 +80,8 @@ def directions_view(suite: str, dataset: str) -> None:
     if not layers:
         st.info("No probe directions yet.")
         return
-    layer = st.select_slider("Layer", layers, value=_default_layers(grid)[-1],
-                             key="dir_layer")
+    layer = common.linked(st.select_slider, "Layer", layers, param="layer", key="dir_layer",
+                          default=_default_layers(grid)[-1])
     matrix = common.read(tables.direction_cosines, suite, dataset, layer)
     ckpts = common.read(Store.checkpoints, suite).set_index("checkpoint")
     steps = ckpts.reindex(matrix.index)["step"].fillna(-1).astype(int).tolist()
@@ -109,7 +109,8 @@ def compare_view(suite: str, dataset: str) -> None:
         st.info("This study file holds one suite; run the pipeline for another suite into "
                 "the same file (`--db`) to compare them here.")
         return
-    other = st.selectbox("Compare with", others, key="compare_suite")
+    other = common.linked(st.selectbox, "Compare with", others, param="compare",
+                          key="compare_suite")
     if dataset not in common.read(Store.datasets_with, other, "probe"):
         st.warning(f"Suite {other!r} has no probe results for {dataset!r}.")
         return
@@ -132,9 +133,10 @@ def main() -> None:
                 "fills in as the pipeline runs.", icon=":material/hourglass_top:")
         return
     cards = common.read(tables.dataset_cards)
-    dataset = st.selectbox("Dataset", datasets, key="probe_dataset",
-                           format_func=common.dataset_label(cards))
-    tabs = st.tabs(["Heatmap", "By checkpoint", "Best layer", "Directions", "Compare suites"])
+    dataset = common.linked(st.selectbox, "Dataset", datasets, param="dataset",
+                            key="probe_dataset", format_func=common.dataset_label(cards))
+    tabs = common.view_tabs(["Heatmap", "By checkpoint", "Best layer", "Directions",
+                             "Compare suites"])
     with tabs[0]:
         heatmap_view(suite, dataset)
     with tabs[1]:

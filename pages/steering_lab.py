@@ -7,6 +7,8 @@ other's vectors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -65,15 +67,18 @@ def steering_controls(spec: lab.ChatModelSpec, hidden: int, n_layers: int
                    f"differs from this model's ({hidden}), so their vectors cannot be added.")
     if not choices:
         st.warning(f"The study has no steering vectors of width {hidden} for this model; "
-                   "you can chat with it unsteered.", icon=":material/warning:")
-        return None
+                   "load a vector file or chat with it unsteered.", icon=":material/warning:")
     cards = common.read(tables.dataset_cards).set_index("dataset")
-    labels = [c.label for c in choices]
+    labels = [*(c.label for c in choices), lab.FILE_CHOICE]
     cols = st.columns(3)
-    choice = choices[labels.index(cols[0].selectbox(
+    source = cols[0].selectbox(
         "Vector source", labels, index=lab.default_choice(choices), key="lab_source",
         help="Stored vectors whose width matches this model: its own, the study's "
-        "checkpoints', or a random direction with the same scale (a control)."))]
+        "checkpoints', a random direction with the same scale (a control), or a vector "
+        "file (`trustdyn export-vectors`, or any llama.cpp/repeng control vector).")
+    if source == lab.FILE_CHOICE:
+        return file_controls(cols, cards, hidden, n_layers)
+    choice = choices[labels.index(source)]
     row = inventory[(inventory["suite"] == choice.suite)
                     & (inventory["checkpoint"] == choice.checkpoint)].iloc[0]
     datasets = [d for d in cards.index if d in set(row["datasets"])]
@@ -91,16 +96,56 @@ def steering_controls(spec: lab.ChatModelSpec, hidden: int, n_layers: int
     elif toward != desirable:
         st.caption(f"Note: the desirable direction for {dataset} is "
                    f"{_direction_label(desirable, meaning)}; you are steering the other way.")
+    return {"choice": choice, "dataset": dataset, "toward": int(toward),
+            "dimension": str(card["dimension"]), "meaning": meaning,
+            **strength_controls(list(range(n_layers)), "units of σ")}
+
+
+def strength_controls(layers: list[int], unit: str) -> dict[str, Any]:
+    """Draw layer, strength and reply-length sliders; return their values."""
     left, mid, right = st.columns(3)
-    layer = left.select_slider("Layer", list(range(n_layers)), value=n_layers // 2,
+    layer = left.select_slider("Layer", layers, value=layers[len(layers) // 2],
                                key="lab_layer")
-    alpha = mid.slider("Strength α (units of σ)", 0.0, lab.ALPHA_MAX, 4.0, 0.5,
+    alpha = mid.slider(f"Strength α ({unit})", 0.0, lab.ALPHA_MAX, 4.0, 0.5,
                        key="lab_alpha")
     tokens = right.slider("Reply length (tokens)", 8, lab.MAX_NEW_TOKENS, 64, 8,
                           key="lab_tokens")
-    return {"choice": choice, "dataset": dataset, "toward": int(toward), "layer": int(layer),
-            "alpha": float(alpha), "max_new_tokens": int(tokens),
-            "dimension": str(card["dimension"]), "meaning": meaning}
+    return {"layer": int(layer), "alpha": float(alpha), "max_new_tokens": int(tokens)}
+
+
+def file_controls(cols: Sequence[Any], cards: pd.DataFrame, hidden: int, n_layers: int
+                  ) -> dict[str, Any] | None:
+    """Load a vector file (uploaded or by path); return its settings or ``None``."""
+    upload = cols[1].file_uploader("Vector file", type=["safetensors", "gguf"],
+                                   key="lab_file_upload")
+    path = cols[2].text_input("…or its path", key="lab_file_path",
+                              placeholder="/path/to/vectors.gguf")
+    if upload is None and not path.strip():
+        st.info("Upload or name a trustdyn .safetensors vector file or a GGUF control "
+                "vector to steer with it.", icon=":material/upload_file:")
+        return None
+    name = upload.name if upload is not None else path.strip()
+    try:
+        vectors = (lab.read_vector_upload(upload.name, upload.getvalue())
+                   if upload is not None else lab.read_vector_file(name))
+        usable = lab.file_vectors(vectors, hidden, n_layers, name)
+    except lab.LabError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+    st.caption(lab.describe_file_vectors(vectors, usable))
+    first = vectors[0]
+    known = first.dataset in cards.index
+    meaning = str(cards.loc[first.dataset, "label1_meaning"]) if known else "label 1"
+    toward = st.radio(
+        "Direction", [first.toward_label, 1 - first.toward_label], key="lab_file_toward",
+        horizontal=True, format_func=lambda t: (
+            "along the file's vector" if t == first.toward_label else "against it")
+        + (f": {_direction_label(t, meaning)}" if known else ""))
+    return {"choice": lab.VectorChoice(f"file {Path(name).name}", "file", "",
+                                       Path(name).name, hidden),
+            "vectors": usable, "toward": int(toward), "meaning": meaning,
+            "dimension": str(cards.loc[first.dataset, "dimension"]) if known else "vector file",
+            **strength_controls(sorted(usable), "units of the file's vector")}
 
 
 def _messages(history: list[dict[str, Any]], side: str, prompt: str) -> list[dict[str, str]]:
@@ -135,8 +180,9 @@ def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | N
     try:
         if settings is not None:
             lab.validate_request(settings["alpha"], settings["layer"], n_layers, tokens)
-            vector = common.read(lab.lab_vector, settings["choice"], settings["dataset"],
-                                 settings["layer"])
+            vector = (settings["vectors"][settings["layer"]] if "vectors" in settings else
+                      common.read(lab.lab_vector, settings["choice"], settings["dataset"],
+                                  settings["layer"]))
             label = (f"steered: {settings['choice'].label} · {settings['dimension']} · "
                      f"{_direction_label(settings['toward'], settings['meaning'])} · layer "
                      f"{settings['layer']} · α {settings['alpha']:g}")
@@ -179,7 +225,8 @@ def main() -> None:
         return
     spec, model, tokenizer = picked
     hidden, n_layers = lab.model_shape(model)
-    st.caption(f"{spec.label}: {n_layers} layers, hidden size {hidden}. {spec.note}.")
+    st.caption(f"{spec.label}: {n_layers} layers, hidden size {hidden}, on "
+               f"{lab.model_device(model)}. {spec.note}.")
     settings = steering_controls(spec, hidden, n_layers)
     dimension = settings["dimension"] if settings else "reliability"
     examples = lab.EXAMPLE_PROMPTS.get(dimension, ())

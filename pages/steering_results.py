@@ -162,18 +162,26 @@ def main() -> None:
     st.title("Steering results")
     suite = common.require_study()
     evals = common.read(Store.steering_eval_table, suite)
+    unevaluated = common.read(tables.unevaluated_datasets, suite)
+    if unevaluated:
+        st.caption(f"Not evaluated here: {', '.join(unevaluated)}. The offline steering "
+                   "evaluation has tasks for the builtin datasets only; the vectors of your "
+                   "own datasets are in the study, and the Steering lab applies them.")
     if evals.empty:
-        st.info("No steering evaluation yet: it runs after every checkpoint's vectors exist.",
-                icon=":material/hourglass_top:")
+        datasets = set(common.read(tables.suite_config, suite).get("datasets", []))
+        if not unevaluated or not datasets <= set(unevaluated):
+            st.info("No steering evaluation yet: it runs after every checkpoint's vectors "
+                    "exist.", icon=":material/hourglass_top:")
         return
     targets = sorted(evals["target"].unique())
     cards = common.read(tables.dataset_cards)
     left, right = st.columns(2)
-    target = left.selectbox("Chat model (target)", targets, key="steer_target")
-    datasets = [d for d in cards["dataset"] if d in set(evals["dataset"])]
-    dataset = right.selectbox("Dataset", datasets, key="steer_dataset",
-                              format_func=common.dataset_label(cards))
-    tabs = st.tabs(["Table (test)", "Sweeps (dev)", "Probe accuracy vs gain"])
+    target = common.linked(left.selectbox, "Chat model (target)", targets, param="target",
+                           key="steer_target")
+    evaluated = [d for d in cards["dataset"] if d in set(evals["dataset"])]
+    dataset = common.linked(right.selectbox, "Dataset", evaluated, param="dataset",
+                            key="steer_dataset", format_func=common.dataset_label(cards))
+    tabs = common.view_tabs(["Table (test)", "Sweeps (dev)", "Probe accuracy vs gain"])
     with tabs[0]:
         table_view(suite, target, dataset)
     with tabs[1]:

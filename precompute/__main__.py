@@ -1,12 +1,17 @@
-"""Command line of the pipeline: ``python -m precompute {pretrain,study,run,status,merge}``.
+"""Command line of trustdyn: ``trustdyn`` or ``python -m precompute``, the same commands.
 
 Examples:
-    python -m precompute study --preset default
-    python -m precompute pretrain --preset default
-    python -m precompute run --suite builtin --preset default
-    python -m precompute run --suite amber --every 10 --shard 0/8 --db amber-0.duckdb
-    python -m precompute merge --db amber.duckdb amber-*.duckdb
-    python -m precompute status --suite builtin --preset default
+    trustdyn study --preset default
+    trustdyn pretrain --preset default
+    trustdyn run --suite builtin --preset default
+    trustdyn run --suite amber --every 10 --shard 0/8 --db amber-0.duckdb
+    trustdyn merge --db amber.duckdb amber-*.duckdb
+    trustdyn status --suite builtin --preset default
+    trustdyn export --format parquet
+    trustdyn app --db study.duckdb
+
+Building the parser imports no model, table or database library (``--help`` is instant
+and writes nothing); each handler imports what it runs.
 """
 
 from __future__ import annotations
@@ -16,27 +21,30 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from precompute import pretrain
+from precompute import app_command, export_commands, pretrain
 from precompute.commands import add_run_commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "trustdyn") -> argparse.ArgumentParser:
     """Return the CLI's argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m precompute",
+        prog=prog,
         description="Build trustdyn study files: pre-train the built-in suite, run probes, "
-        "information estimates and steering over a checkpoint suite into DuckDB.",
+        "information estimates and steering over a checkpoint suite into DuckDB; export "
+        "them; open the dashboard.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     pretrain.register(sub)
     add_run_commands(sub)
+    export_commands.register(sub)
+    app_command.register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "trustdyn") -> int:
     """Parse arguments and run a subcommand; user errors print one line, not a traceback."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -59,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m precompute"))

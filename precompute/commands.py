@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from precompute.pipeline import Shard, merge_studies, missing_units, run_study
-from precompute.study import StudyConfig, sizes_for, study_config
-from trustdyn.findings import summarise_probes
-from trustdyn.paths import default_study_path
-from trustdyn.store import Store
-from trustdyn.suites import SMOLLM2_SUITE, Suite, get_suite
+from trustdyn.paths import STUDY_FILE, default_study_path, generated_root
+from trustdyn.suites import SMOLLM2_SUITE, RevisionSelection, Suite, get_suite, select_revisions
+from trustdyn.suites.selection import parse_revision_list, parse_step_range
+
+# The pipeline, the store and the findings pull in torch, transformers, pandas and duckdb:
+# they are imported inside the handlers so that building the parser (``--help``) stays fast.
+if TYPE_CHECKING:
+    from precompute.study import StudyConfig
+    from trustdyn.store import Store
 
 
 def add_run_commands(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +31,16 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
                      help="rows sampled per dataset (default: the preset's)")
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    model = run.add_argument_group("your own model")
+    model.add_argument("--layers-path", default=None, metavar="PATH",
+                       help="dotted path to the ModuleList of decoder blocks (e.g. "
+                       "backbone.blocks), for models whose blocks are not found")
+    model.add_argument("--trust-remote-code", action="store_true",
+                       help="run modelling code shipped with the checkpoints (only for "
+                       "repositories you trust)")
+    model.add_argument("--delete-after", action="store_true",
+                       help="remove each hub checkpoint from the Hugging Face cache once all "
+                       "its units are written (never local folders or the chat model)")
     run.add_argument("--steer-scaling", choices=("target", "source-sigma"), default=None,
                      help="unit of the steering strength: the chat model's own σ at the "
                      "layer (target, the default: same norm for every vector at the same α) "
@@ -55,7 +69,7 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
         "and SmolLM2-135M-Instruct, into one file")
     study.add_argument("--preset", default="default", help="smoke, default or classroom")
     study.add_argument("--db", type=Path, default=None,
-                       help=f"study file (default {default_study_path()})")
+                       help=_db_help())
     study.add_argument("--no-smollm2", action="store_true",
                        help="skip SmolLM2-135M-Instruct (its vectors feed the live chat demo)")
     study.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -72,12 +86,40 @@ def _suite_args(parser: argparse.ArgumentParser) -> None:
                         help="builtin, smollm2-instruct, a public suite, a folder or a .toml")
     parser.add_argument("--preset", default=None,
                         help="built-in preset (smoke, default, classroom); also sets study sizes")
-    parser.add_argument("--every", type=int, default=1, help="use every k-th public revision")
+    revisions = parser.add_argument_group(
+        "revision selection", "which checkpoints of the suite to use (the chat model is kept)")
+    revisions.add_argument("--revisions", default=None, metavar="A,B,C",
+                           help="only these checkpoints (names or hub revisions)")
+    revisions.add_argument("--steps", default=None, metavar="FIRST:LAST",
+                           help="only checkpoints whose step is in this inclusive range "
+                           "(either end may be left out, e.g. 0:5000 or 1000:)")
+    revisions.add_argument("--every", type=int, default=1, metavar="K",
+                           help="keep every K-th checkpoint of the selection, plus the last")
+    revisions.add_argument("--log-spaced", type=int, default=None, metavar="N",
+                           help="keep the N checkpoints nearest to log-spaced steps (first "
+                           "and last included)")
     parser.add_argument("--db", type=Path, default=None,
-                        help=f"study file (default {default_study_path()})")
+                        help=_db_help())
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a study file (TOML) that sets everything but --db, --shard and "
+                        "--quiet; see the README's 'Study files'")
+    parser.set_defaults(flag_parser=parser)
+
+
+def _db_help() -> str:
+    # generated_root, not default_study_path: building the parser must not create folders.
+    return f"study file (default {generated_root() / STUDY_FILE})"
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Suite, Store, StudyConfig]:
+    from precompute.study import sizes_for, study_config
+    from trustdyn.store import Store
+
+    if args.config is not None:
+        from precompute.study_file import resolve_study_file
+
+        return resolve_study_file(args, pretrain=args.handler is _run)
+    selection = _selection(args)  # checked before anything is pre-trained or written
     if args.suite in ("builtin", None) and args.preset is None:
         args.preset = "default"
     config = study_config(
@@ -87,22 +129,45 @@ def _resolve(args: argparse.Namespace) -> tuple[Suite, Store, StudyConfig]:
         steer_scaling=getattr(args, "steer_scaling", None),
         steer_positions=getattr(args, "steer_positions", None),
     )
-    suite = _load_suite(args)
+    suite = _load_suite(args, selection)
     return suite, Store(args.db or default_study_path()), config
 
 
-def _load_suite(args: argparse.Namespace) -> Suite:
+def _selection(args: argparse.Namespace) -> RevisionSelection:
+    """Fold ``--revisions``, ``--steps``, ``--every`` and ``--log-spaced`` into one selection."""
+    return RevisionSelection(
+        revisions=parse_revision_list(args.revisions) if args.revisions is not None else None,
+        steps=parse_step_range(args.steps) if args.steps is not None else None,
+        every=args.every, log_spaced=args.log_spaced,
+    )
+
+
+def _load_suite(args: argparse.Namespace, selection: RevisionSelection) -> Suite:
     builtin = args.suite.startswith("builtin")
     if builtin and args.handler is _run:
         from trustdyn.suites.builtin import pretrain
 
         # The default study starts from nothing: pre-train first (a no-op when finished).
-        return pretrain(args.preset, progress=not args.quiet)
+        return select_revisions(pretrain(args.preset, progress=not args.quiet), selection)
     # For other suites --preset names study sizes only, not a built-in preset.
-    return get_suite(args.suite, preset=args.preset if builtin else None, every=args.every)
+    return get_suite(args.suite, preset=args.preset if builtin else None, selection=selection,
+                     layers=getattr(args, "layers_path", None),
+                     trust_remote_code=getattr(args, "trust_remote_code", False))
+
+
+def _check_study_file(args: argparse.Namespace) -> None:
+    """Validate ``--config`` whole before anything heavy is imported or written."""
+    if args.config is not None:
+        from precompute.study_file import check_study_args
+
+        check_study_args(args)
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_study_file(args)
+    from precompute.pipeline import Shard, run_study
+    from trustdyn.findings import summarise_probes
+
     shard = Shard.parse(args.shard)
     if args.executor == "ray" and shard.count > 1:
         raise SystemExit("--executor ray schedules every checkpoint itself; drop --shard")
@@ -112,19 +177,26 @@ def _run(args: argparse.Namespace) -> int:
 
         options = RayOptions(address=args.ray_address, num_cpus=args.cpus_per_task,
                              num_gpus=args.gpus_per_task, max_retries=args.max_retries)
-        report = run_study_ray(suite, store, config, options=options, progress=not args.quiet)
+        report = run_study_ray(suite, store, config, options=options, progress=not args.quiet,
+                               delete_after=args.delete_after)
     else:
-        report = run_study(suite, store, config, shard=shard, progress=not args.quiet)
+        report = run_study(suite, store, config, shard=shard, progress=not args.quiet,
+                           delete_after=args.delete_after)
     print(f"{suite.name}: {report.written} units written, {report.skipped} already done "
           f"-> {store.path}")
     for checkpoint, reason in report.failures or []:
         print(f"  FAILED {checkpoint}: {reason}")
+    if args.delete_after:
+        print(f"  freed {report.freed_bytes / 1e9:.2f} GB of the Hugging Face cache")
     if report.written and shard.count == 1:
         print(summarise_probes(store, suite.name).to_string(index=False))
     return 1 if report.failures else 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    _check_study_file(args)
+    from precompute.pipeline import missing_units
+
     suite, store, config = _resolve(args)
     missing = missing_units(suite, store, config)
     total = len(suite.all_refs()) * len(config.datasets) * len(config.stages)
@@ -141,6 +213,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from precompute.pipeline import run_study
+    from precompute.study import sizes_for, study_config
+    from trustdyn.findings import summarise_probes
+    from trustdyn.store import Store
     from trustdyn.suites.builtin import pretrain, suite_name
     from trustdyn.suites.smollm2 import smollm2_suite
 
@@ -168,6 +244,8 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from precompute.pipeline import merge_studies
+
     counts = merge_studies(args.db, args.shards)
     print(f"merged {len(args.shards)} files into {args.db}:")
     for table, count in counts.items():

@@ -27,6 +27,7 @@ from precompute.stages import (
     info_rows,
     prepare_dataset,
     probe_rows,
+    study_layers,
     vector_rows,
 )
 from precompute.study import StudyConfig
@@ -36,6 +37,7 @@ from trustdyn.blocks import n_blocks
 from trustdyn.schema import Unit, study_units
 from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, SuiteError, load_checkpoint
+from trustdyn.suites.cache import free_hub_checkpoint
 from trustdyn.suites.loading import weight_hash
 
 log = logging.getLogger(__name__)
@@ -65,11 +67,19 @@ class Shard:
 
 @dataclass
 class RunReport:
-    """What a run did: units written and skipped, checkpoints that failed and why."""
+    """What a run did: units written and skipped, checkpoints that failed and why.
+
+    Attributes:
+        written: Units computed and written by this run.
+        skipped: Units already finished before it started.
+        failures: ``(checkpoint, reason)`` for each checkpoint that could not be processed.
+        freed_bytes: Bytes removed from the Hugging Face cache (``delete_after``).
+    """
 
     written: int = 0
     skipped: int = 0
     failures: list[tuple[str, str]] | None = None
+    freed_bytes: int = 0
 
     def fail(self, checkpoint: str, reason: str) -> None:
         """Record a checkpoint that could not be processed."""
@@ -123,8 +133,8 @@ def register_study(store: Store, suite: Suite, config: StudyConfig,
 
 
 def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard = Shard(),
-              progress: bool = True,
-              suite_stages: Sequence[SuiteStage] | None = None) -> RunReport:
+              progress: bool = True, suite_stages: Sequence[SuiteStage] | None = None,
+              delete_after: bool = False) -> RunReport:
     """Run every unfinished unit of the study for this shard, then the suite-level stages.
 
     Args:
@@ -136,6 +146,8 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
         suite_stages: Suite-level stages, run after all checkpoints in unsharded runs;
             each returns the number of units it wrote. ``None`` = turn detection and the
             steering evaluation.
+        delete_after: Remove each hub checkpoint from the Hugging Face cache once all its
+            units are written (see :func:`release_checkpoint`).
     """
     plan, report = plan_study(suite, store, config, shard)
     bar = tqdm(plan, desc=f"{suite.name}: checkpoints", unit="ckpt", disable=not progress)
@@ -149,6 +161,8 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
         except SuiteError as exc:
             log.error("Skipping checkpoint %s: %s", job.ref.name, exc)
             report.fail(job.ref.name, str(exc))
+        else:
+            report.freed_bytes += release_checkpoint(job.ref) if delete_after else 0
     if shard.count == 1:
         report.written += run_suite_stages(suite, store, config, progress, suite_stages)
     return report
@@ -218,6 +232,7 @@ def compute_checkpoint(job: CheckpointJob, config: StudyConfig,
     ref = job.ref
     model, tokenizer = load_checkpoint(ref, LoadOptions(device=config.device, dtype=config.dtype))
     try:
+        study_layers(config, n_blocks(model))  # a study naming a missing block fails here
         yield CheckpointFacts(
             weight_hash=ref.weight_hash or weight_hash(model),
             n_layers=n_blocks(model),
@@ -268,6 +283,15 @@ def write_results(store: Store, suite: str, ref: CheckpointRef,
                 store.write_unit(result.unit, result.tables, seconds=result.seconds)
     return sum(isinstance(result, UnitResult) for result in results)
 
+
+
+def release_checkpoint(ref: CheckpointRef) -> int:
+    """Remove a finished hub checkpoint from the Hugging Face cache; return the bytes freed.
+
+    The chat model is kept: the steering evaluation loads it again after every checkpoint
+    is done. Local folders and hub mirror folders are never touched.
+    """
+    return 0 if ref.is_chat else free_hub_checkpoint(ref)
 
 
 _STAGES: dict[str, Callable[..., dict[str, Any]]] = {

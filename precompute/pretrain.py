@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from trustdyn.suites.base import Suite
-from trustdyn.suites.builtin import PRESETS, pretrain
+from trustdyn.suites.builtin_presets import PRESETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         SuiteError: for user-facing problems (the CLI's ``main`` prints them in one line).
 
     """
+    # Imported here: the training code loads torch, which building the parser must not.
+    from trustdyn.suites.builtin import pretrain
+
     suite = pretrain(args.preset, seed=args.seed, root=args.root, progress=not args.quiet)
     print(summary(suite))
     return 0

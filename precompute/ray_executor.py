@@ -30,6 +30,7 @@ from precompute.pipeline import (
     UnitResult,
     compute_checkpoint,
     plan_study,
+    release_checkpoint,
     write_results,
 )
 from precompute.study import StudyConfig
@@ -81,15 +82,22 @@ def import_ray() -> ModuleType:
         ) from exc
 
 
-def _run_task(job: CheckpointJob, config: StudyConfig,
-              compute: Compute) -> list[CheckpointFacts | UnitResult]:
-    return list(compute(job, config))
+def _run_task(job: CheckpointJob, config: StudyConfig, compute: Compute, delete_after: bool
+              ) -> tuple[list[CheckpointFacts | UnitResult], int]:
+    """Compute a checkpoint on a worker; with ``delete_after``, free the worker's cached copy.
+
+    The cache to free is the worker's own, so it is freed here, once every unit is computed
+    (the results travel back to the driver in the return value).
+    """
+    results = list(compute(job, config))
+    return results, release_checkpoint(job.ref) if delete_after else 0
 
 
 def run_study_ray(suite: Suite, store: Store, config: StudyConfig, *,
                   options: RayOptions = RayOptions(), progress: bool = True,
                   suite_stages: Sequence[SuiteStage] | None = None,
-                  compute: Compute = compute_checkpoint) -> RunReport:
+                  compute: Compute = compute_checkpoint, delete_after: bool = False
+                  ) -> RunReport:
     """Run every unfinished unit with one Ray task per checkpoint, then the suite stages.
 
     Results are written by this process, in the order tasks finish; the stored rows equal
@@ -104,6 +112,8 @@ def run_study_ray(suite: Suite, store: Store, config: StudyConfig, *,
         progress: Show a progress bar over checkpoints.
         suite_stages: Suite-level stages run here at the end (``None`` = the defaults).
         compute: What each task runs (tests inject faults here).
+        delete_after: Each worker removes a hub checkpoint from its Hugging Face cache
+            once that checkpoint's units are computed.
 
     Raises:
         ImportError: Ray is not installed.
@@ -122,7 +132,7 @@ def run_study_ray(suite: Suite, store: Store, config: StudyConfig, *,
         waiting = iter(plan)
         pending: dict[Any, CheckpointJob] = {}
         for job in itertools.islice(waiting, options.max_in_flight):
-            pending[task.remote(job, config_ref, compute)] = job
+            pending[task.remote(job, config_ref, compute, delete_after)] = job
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
@@ -130,7 +140,7 @@ def run_study_ray(suite: Suite, store: Store, config: StudyConfig, *,
             bar.set_postfix_str(job.ref.name)
             bar.update()
             for job in itertools.islice(waiting, 1):  # keep max_in_flight tasks submitted
-                pending[task.remote(job, config_ref, compute)] = job
+                pending[task.remote(job, config_ref, compute, delete_after)] = job
         bar.close()
     report.written += run_suite_stages(suite, store, config, progress, suite_stages)
     return report
@@ -147,13 +157,14 @@ def _ensure_cluster(ray: ModuleType, options: RayOptions) -> None:
 def _collect(ray: ModuleType, future: Any, job: CheckpointJob, store: Store,
              report: RunReport) -> None:
     try:
-        results = ray.get(future)
+        results, freed = ray.get(future)
     except Exception as exc:  # any task failure is reported; the other checkpoints proceed
         cause = _cause(exc)
         log.error("Checkpoint %s failed on Ray: %s", job.ref.name, cause)
         report.fail(job.ref.name, cause)
         return
     report.written += write_results(store, job.suite.name, job.ref, results)
+    report.freed_bytes += freed
 
 
 def _cause(exc: BaseException) -> str:

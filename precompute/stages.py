@@ -15,14 +15,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precompute.study import StudyConfig
+from precompute.study import INFO_X, StudyConfig
 from trustdyn.activations import Activations
-from trustdyn.datasets import ProbeDataset, Split, load_dataset, sample_dataset, split_dataset
+from trustdyn.datasets import (
+    ProbeDataset,
+    Split,
+    load_study_dataset,
+    sample_dataset,
+    split_dataset,
+)
 from trustdyn.information import information_grid
 from trustdyn.probes import fit_probe_grid
 from trustdyn.provenance import code_version
 from trustdyn.steering import mean_difference_vectors
-from trustdyn.suites import CheckpointRef, LoadOptions, Suite
+from trustdyn.suites import CheckpointRef, LoadOptions, Suite, SuiteError
 from trustdyn.verdicts import turn_table
 
 
@@ -42,8 +48,8 @@ class PreparedDataset:
 
 
 def prepare_dataset(name: str, config: StudyConfig) -> PreparedDataset:
-    """Load, sample and split a builtin dataset with the study's seed."""
-    full = load_dataset(name)
+    """Load, sample and split a study's dataset (builtin or the user's) with its seed."""
+    full = load_study_dataset(name, config.user_datasets)
     dataset = (sample_dataset(full, config.n_per_dataset, seed=config.seed)
                if config.n_per_dataset else full)
     split = split_dataset(dataset, test_fraction=config.test_fraction, seed=config.seed)
@@ -58,6 +64,27 @@ def _indices(rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rows))
 
 
+def study_layers(config: StudyConfig, n_layers: int) -> list[int]:
+    """Return the decoder blocks the study computes, in order, for a model with ``n_layers``.
+
+    Raises:
+        SuiteError: the study names a block the model does not have.
+    """
+    if config.layers is None:
+        return list(range(n_layers))
+    missing = [layer for layer in config.layers if layer >= n_layers]
+    if missing:
+        raise SuiteError(f"layers {missing} do not exist: this model has {n_layers} decoder "
+                         f"blocks (0 to {n_layers - 1}); fix the study's layers")
+    return sorted(config.layers)
+
+
+def _study_blocks(acts: Activations, config: StudyConfig) -> tuple[torch.Tensor, list[int]]:
+    """Return the study's blocks ``[k, n, d]`` of ``acts`` and their layer ids."""
+    ids = study_layers(config, acts.n_layers)
+    return (acts.blocks if config.layers is None else acts.blocks[ids]), ids
+
+
 def _key(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset) -> dict[str, Any]:
     return {"suite": suite.name, "checkpoint": ref.name, "dataset": prepared.dataset.name}
 
@@ -69,7 +96,8 @@ def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     train, test = _indices(prepared.split.train), _indices(prepared.split.test)
     y = torch.tensor(np.asarray(labels), dtype=torch.long)
     # Fit where the model ran: on a GPU worker the probe grid is far faster there.
-    blocks = acts.blocks.to(LoadOptions(device=config.device).torch_device())
+    chosen, ids = _study_blocks(acts, config)
+    blocks = chosen.to(LoadOptions(device=config.device).torch_device())
     groups = prepared.dataset.groups
     grid = fit_probe_grid(
         blocks[:, train.to(blocks.device)], y[train], blocks[:, test.to(blocks.device)], y[test],
@@ -81,35 +109,31 @@ def probe_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     for row in grid.to_rows():
         solver = {"n_iter": row.pop("n_iter"), "converged": row.pop("converged")}
         results.append({
-            **key, **row,
+            **key, **row, "layer": ids[row["layer"]],
             "seed": config.seed,
             "params": {**grid.params, **solver, "pooling": acts.pooling, "site": acts.site,
                        "study": config.digest()},
             "code_version": code_version(),
         })
     directions = [
-        {**key, "layer": layer, "direction": grid.directions[layer]}
-        for layer in range(grid.directions.shape[0])
+        {**key, "layer": layer, "direction": grid.directions[position]}
+        for position, layer in enumerate(ids)
     ]
     return {"probe_results": results, "probe_directions": directions}
-
-
-INFO_X = {"block0": "output of decoder block 0 at the pooled position",
-          "embedding": "token embedding at the pooled position"}
-"""The choices of X for I(X;T), as recorded in each row's ``params``."""
 
 
 def info_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
               acts: Activations, config: StudyConfig) -> dict[str, Any]:
     """Estimate I(X;T) and I(T;Y) per layer on the fixed information sample."""
     rows = prepared.info_rows
+    chosen, ids = _study_blocks(acts, config)
     if config.info_x == "block0":
         x, x_layer = acts.blocks[0, rows], 0
     else:
         x, x_layer = acts.embeddings[rows], None
     groups = prepared.dataset.groups
     estimates = information_grid(
-        acts.blocks[:, rows], x, prepared.dataset.labels[rows],
+        chosen[:, rows], x, prepared.dataset.labels[rows], layers=ids,
         seed=config.seed, n_permutations=config.n_permutations,
         groups=None if groups is None else groups[rows], n_resamples=config.n_resamples,
         x_is_layer=x_layer, device=LoadOptions(device=config.device).torch_device(),
@@ -135,8 +159,9 @@ def vector_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
                 acts: Activations, config: StudyConfig) -> dict[str, Any]:
     """Mean-difference steering vectors per layer from the vector-fitting (train) split."""
     train = prepared.split.train
+    chosen, ids = _study_blocks(acts, config)
     vectors = mean_difference_vectors(
-        acts.blocks[:, _indices(train)], prepared.dataset.labels[train],
+        chosen[:, _indices(train)], prepared.dataset.labels[train],
         dataset=prepared.dataset.name, source=f"{suite.name}/{ref.name}",
         model=ref.source, revision=ref.revision,
         meta={"seed": config.seed, "n": len(train), "study": config.digest()},
@@ -145,7 +170,7 @@ def vector_rows(suite: Suite, ref: CheckpointRef, prepared: PreparedDataset,
     return {"steering_vectors": [
         {
             **key,
-            "layer": v.layer, "direction": v.direction.numpy(), "scale": v.scale,
+            "layer": ids[v.layer], "direction": v.direction.numpy(), "scale": v.scale,
             "toward_label": v.toward_label, "site": v.site, "operation": v.operation,
             "hidden_size": v.hidden_size, "model": v.model, "revision": v.revision,
             "n": len(train), "seed": config.seed,

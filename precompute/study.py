@@ -13,10 +13,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from trustdyn.datasets import BUILTIN_DATASETS
-from trustdyn.schema import PER_CHECKPOINT_STAGES
-from trustdyn.steering import Positions
+from trustdyn.datasets import BUILTIN_DATASETS, UserDataset
+from trustdyn.schema import (
+    DEVICE_NAMES,
+    DTYPE_NAMES,
+    EVAL_GRIDS,
+    PER_CHECKPOINT_STAGES,
+    SCALINGS,
+    STEER_POSITIONS,
+    Positions,
+)
 from trustdyn.suites import SMOLLM2_SUITE
+
+INFO_X = {"block0": "output of decoder block 0 at the pooled position",
+          "embedding": "token embedding at the pooled position"}
+"""The choices of X for I(X;T), as recorded in each row's ``params``."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,9 @@ class StudyConfig:
     """Settings of one study over one suite.
 
     Attributes:
-        datasets: Probe datasets (builtin names) to run.
+        datasets: Probe datasets to run: builtin names and the names of ``user_datasets``.
+        user_datasets: The user's own datasets among ``datasets`` (file or hub, column
+            mapping, card), stored with the config so their provenance is kept.
         n_per_dataset: Rows sampled per dataset (stratified, seeded); ``None`` = all.
         info_n: Rows of that sample used for information estimates (the same rows at
             every checkpoint).
@@ -41,6 +54,8 @@ class StudyConfig:
             token embedding there, which is one vector for every statement ending in the
             same token).
         stages: Per-checkpoint stages to run.
+        layers: Decoder blocks (0-based) whose probes, information estimates and vectors
+            are computed; ``None`` = every block. X of I(X;T) stays block 0 either way.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         dtype: Model dtype for loading checkpoints.
         steer_eval: Grid of the suite-level steering evaluation (``smoke``, ``reduced`` or
@@ -52,6 +67,7 @@ class StudyConfig:
     """
 
     datasets: tuple[str, ...] = BUILTIN_DATASETS
+    user_datasets: tuple[UserDataset, ...] = ()
     n_per_dataset: int | None = 600
     info_n: int = 256
     test_fraction: float = 0.3
@@ -63,11 +79,44 @@ class StudyConfig:
     n_resamples: int = 20
     info_x: str = "block0"
     stages: tuple[str, ...] = PER_CHECKPOINT_STAGES
+    layers: tuple[int, ...] | None = None
     device: str = "auto"
     dtype: str = "float32"
     steer_eval: str | None = "full"
     steer_scaling: str = "target"
     steer_positions: Positions = "newest"
+
+    def problems(self) -> list[str]:
+        """Return one line per field whose value is out of range (empty when all are fine)."""
+        found = [f"{name} must be an integer >= {low}, got {getattr(self, name)!r}"
+                 for name, low in _MINIMUMS.items() if not _int_at_least(getattr(self, name), low)]
+        if self.n_per_dataset is not None and not _int_at_least(self.n_per_dataset, 8):
+            found.append(f"n_per_dataset must be an integer >= 8 or omitted (every row), "
+                         f"got {self.n_per_dataset!r}")
+        if isinstance(self.test_fraction, bool) or not (
+                isinstance(self.test_fraction, int | float) and 0 < self.test_fraction < 1):
+            found.append(f"test_fraction must be a number between 0 and 1, "
+                         f"got {self.test_fraction!r}")
+        choices = {"info_x": tuple(INFO_X), "steer_scaling": SCALINGS,
+                   "steer_positions": STEER_POSITIONS, "dtype": DTYPE_NAMES}
+        if self.device.split(":", 1)[0] not in DEVICE_NAMES:
+            found.append(f"device must be one of {', '.join(DEVICE_NAMES)} (or cuda:<index>), "
+                         f"got {self.device!r}")
+        found += [f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                  for name, allowed in choices.items() if getattr(self, name) not in allowed]
+        if self.steer_eval is not None and self.steer_eval not in EVAL_GRIDS:
+            found.append(f"steer_eval must be one of {', '.join(EVAL_GRIDS)} or omitted (no "
+                         f"steering evaluation), got {self.steer_eval!r}")
+        if self.layers is not None and (
+                not self.layers or len(set(self.layers)) != len(self.layers)
+                or not all(_int_at_least(layer, 0) for layer in self.layers)):
+            found.append(f"layers must be distinct block indices >= 0 (or omitted for every "
+                         f"block), got {self.layers!r}")
+        unknown = [s for s in self.stages if s not in PER_CHECKPOINT_STAGES]
+        if unknown or not self.stages:
+            found.append(f"stages must be a non-empty subset of "
+                         f"{', '.join(PER_CHECKPOINT_STAGES)}, got {list(self.stages)!r}")
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-ready dict."""
@@ -99,6 +148,19 @@ _PRESET_CONFIGS: dict[str, StudyConfig] = {
 }
 
 
+_MINIMUMS = {"info_n": 8, "seed": 0, "batch_size": 1, "max_length": 8, "n_bootstrap": 0,
+             "n_permutations": 1, "n_resamples": 2}
+"""Smallest value each integer field accepts."""
+
+
+def _int_at_least(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+SIZE_PRESETS: tuple[str, ...] = ("smoke", "default", "classroom")
+"""Names of the study sizes a study file's ``[sizes] preset`` or ``--preset`` can take."""
+
+
 def sizes_for(suite: str, preset: str | None) -> str | None:
     """Return the study sizes that ``--preset`` names for ``suite``.
 
@@ -109,6 +171,13 @@ def sizes_for(suite: str, preset: str | None) -> str | None:
 
 
 def study_config(preset: str | None, **overrides: Any) -> StudyConfig:
-    """Return the study config for a preset (public suites use ``classroom`` sizes)."""
-    base = _PRESET_CONFIGS.get(preset or "classroom", _PRESET_CONFIGS["classroom"])
+    """Return the study config for a preset (public suites use ``classroom`` sizes).
+
+    Raises:
+        ValueError: ``preset`` names no study sizes (the message lists them).
+    """
+    if preset is not None and preset not in _PRESET_CONFIGS:
+        raise ValueError(f"No study sizes called {preset!r}; use one of "
+                         f"{', '.join(SIZE_PRESETS)}.")
+    base = _PRESET_CONFIGS[preset or "classroom"]
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})

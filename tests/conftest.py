@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -115,3 +117,25 @@ def trustdyn_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     home = tmp_path / "home"
     monkeypatch.setenv("TRUSTDYN_HOME", str(home))
     yield home
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama chat model folder (random weights, BPE tokenizer with a template)."""
+    folder = tmp_path_factory.mktemp("chat") / "tiny-chat"
+    tokenizer = build_tokenizer()
+    build_model("llama", len(tokenizer), seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+class FakeHubTable:
+    """Stands in for a ``datasets.Dataset``: column names, dict rows, info."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.column_names = list(rows[0])
+        self.info = SimpleNamespace(license="mit")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)

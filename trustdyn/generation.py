@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trustdyn.activations import left_pad, position_ids_from_mask
-from trustdyn.steering import Positions, Steering, SteeringVector
+from trustdyn.schema import Positions
+from trustdyn.steering import Steering, SteeringVector
 
 Prompt = str | Sequence[dict[str, str]]
 """A raw text prompt, or chat messages ``[{"role": ..., "content": ...}, ...]``."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from trustdyn import __version__
-from trustdyn.paths import REPO_ROOT
+from trustdyn.paths import IN_CHECKOUT, REPO_ROOT
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -41,6 +41,9 @@ def hash_state_dict(state: dict[str, torch.Tensor]) -> str:
 @functools.cache
 def code_version() -> str:
     """Return ``<package version>+<git short hash>[.dirty]`` or the package version alone."""
+    if not IN_CHECKOUT:
+        # An installed package's folder may sit inside someone else's git repository.
+        return __version__
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 SCHEMA_VERSION = 3
 
@@ -38,6 +39,20 @@ NO_LAYER = -1
 DEFAULT_PPL_GUARD = 1.33
 """Largest steered/unsteered perplexity ratio a steering setting may reach (the paper kept
 perplexity within about a third above the unsteered model's)."""
+Positions = Literal["all", "newest"]
+"""Where a vector is added: every position of each forward pass, or only its last one."""
+STEER_POSITIONS: tuple[Positions, ...] = get_args(Positions)
+"""The values of :data:`Positions` (a study config's ``steer_positions``)."""
+SCALINGS: tuple[str, ...] = ("target", "source-sigma")
+"""Units of the strength α: ``target`` = the chat model's own projection σ at the layer
+(every source gets the same applied norm at the same α), ``source-sigma`` = the source
+checkpoint's own σ (the paper's choice)."""
+DEVICE_NAMES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+"""Where checkpoints load (a study config's ``device``; ``cuda:<index>`` also works)."""
+DTYPE_NAMES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+"""Precisions checkpoints load in (a study config's ``dtype``)."""
+EVAL_GRIDS: tuple[str, ...] = ("smoke", "reduced", "full")
+"""Names of the steering evaluation's grids (``trustdyn.evaluation.EVAL_PRESETS``)."""
 
 TABLES: dict[str, str] = {
     "meta": """

@@ -43,10 +43,10 @@ import json
 import math
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,9 +57,7 @@ from torch.utils.hooks import RemovableHandle
 
 from trustdyn.blocks import SITE, block_hidden, decoder_blocks, replace_block_hidden
 from trustdyn.provenance import code_version
-
-Positions = Literal["all", "newest"]
-"""Where a vector is added: every position of each forward pass, or only its last one."""
+from trustdyn.schema import Positions
 
 OPERATION = "add"
 """The only steering operation implemented: add ``α · scale · direction`` to the site."""
@@ -411,6 +409,25 @@ def _vector_from_file(i: int, tensors: dict[str, torch.Tensor],
         model=fields["model"], revision=metadata.get(f"{i}.revision"),
         hidden_size=int(fields["hidden_size"]), site=fields["site"],
         operation=fields["operation"], meta=json.loads(fields["meta"]),
+    )
+
+
+def vector_from_row(row: Mapping[str, Any], suite: str) -> SteeringVector:
+    """Rebuild a :class:`SteeringVector` from a study file's ``steering_vectors`` row.
+
+    ``source`` becomes ``"<suite>/<checkpoint>"`` and a non-empty ``params`` the ``meta``
+    entry ``params``; a missing revision may be ``None`` or NaN (as pandas reads NULL).
+    """
+    revision = row.get("revision")
+    params = row.get("params")
+    return SteeringVector(
+        direction=torch.from_numpy(np.asarray(row["direction"], dtype=np.float32)),
+        scale=float(row["scale"]), layer=int(row["layer"]), dataset=str(row["dataset"]),
+        toward_label=int(row["toward_label"]), source=f"{suite}/{row['checkpoint']}",
+        model=str(row["model"]),
+        revision=str(revision) if isinstance(revision, str) else None,
+        hidden_size=int(row["hidden_size"]), site=str(row["site"]),
+        operation=str(row["operation"]), meta={"params": params} if params else {},
     )
 
 

@@ -11,18 +11,24 @@ Concurrency: DuckDB lets one process hold a file for writing and excludes reader
 other processes while it does. So the pipeline (the only writer) holds the file only for
 the duration of one unit's transaction, and readers (the dashboard) open it read-only for
 one query at a time; both retry briefly on a lock conflict. A reader therefore never
-blocks the writer for more than one query, and sees only whole units.
+blocks the writer for more than one query, and sees only whole units. Reads attach the
+file to one in-memory DuckDB database kept for the life of the process, because starting
+a database costs more than most dashboard queries, while attaching a file costs a few
+milliseconds (see :func:`_read_cursor`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -41,10 +47,20 @@ _MERGE_UPDATE = {
 }
 
 
-# The last marker is the in-process form of the same conflict (a read-only and a writable
-# connection to one file from two threads of one process).
+# The last two markers are the in-process forms of the same conflict (a reader and a writer
+# of one file in two threads of one process).
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked",
-                 "different configuration than existing connections")
+                 "different configuration than existing connections",
+                 "Unique file handle conflict")
+
+T = TypeVar("T")
+
+_READ_DATABASE: dict[int, duckdb.DuckDBPyConnection] = {}
+"""This process's in-memory database that reads attach study files to, by process id."""
+_READ_DATABASE_LOCK = threading.Lock()
+_ATTACH_NUMBERS = itertools.count()
+"""Numbers the attachments: each read attaches under its own name, so reads in several
+threads (Streamlit sessions) never share one."""
 
 
 _PROBE_GRID_COLUMNS = (
@@ -57,6 +73,10 @@ _INFO_GRID_COLUMNS = (
     "r.null_std, r.corrected, r.z, r.se, r.corrected_lo, r.corrected_hi, r.status, r.reason, "
     "r.unit, r.n"
 )
+
+
+_COPY_OPTIONS = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER"}
+"""DuckDB ``COPY`` options of each export format (:meth:`Store.copy_tables`)."""
 
 
 class StoreError(RuntimeError):
@@ -103,7 +123,7 @@ def _frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 class Store:
-    """A study file. Cheap to construct; every call opens and closes its own connection.
+    """A study file. Cheap to construct; every call opens (a read: attaches) and closes the file.
 
     Args:
         path: The DuckDB file. Created (with the schema) on the first write.
@@ -118,14 +138,13 @@ class Store:
 
     # -- connections ---------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _retry(self, open_file: Callable[[], T]) -> T:
+        """Return ``open_file()``, retried while another connection holds the file's lock."""
         deadline = time.monotonic() + self.timeout_s
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
+                return open_file()
             except duckdb.Error as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):
@@ -136,10 +155,36 @@ class Store:
                     raise StoreError(f"Cannot open study file {self.path}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    @contextlib.contextmanager
+    def _writable(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file read-write for the block (its own database: writes are rare)."""
+        con = self._retry(lambda: duckdb.connect(str(self.path)))
         try:
             yield con
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def _attached(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Attach the file read-only to the read database for the block, as its default.
+
+        Detaching releases DuckDB's lock on the file, so a writer in another process waits
+        for one read at most, exactly as with a connection of its own.
+        """
+        name = f"study_{next(_ATTACH_NUMBERS)}"
+        cursor = _read_cursor()
+        try:
+            self._retry(lambda: cursor.execute(f"ATTACH ? AS {name} (READ_ONLY)",
+                                               [str(self.path)]))
+            try:
+                cursor.execute(f"USE {name}")
+                yield cursor
+            finally:
+                cursor.execute("USE memory")
+                cursor.execute(f"DETACH {name}")
+        finally:
+            cursor.close()
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -155,7 +200,7 @@ class Store:
         # done it, later calls only check the version (the file may have been replaced)
         # unless the file is gone.
         created = self._schema_checked and self.path.exists()
-        with self._connect(read_only=False) as con:
+        with self._writable() as con:
             if created:
                 self._check_version(con)
             else:
@@ -190,7 +235,7 @@ class Store:
                 f"No study file at {self.path}. Build one with "
                 "`python -m precompute run --suite builtin --preset default`."
             )
-        with self._connect(read_only=True) as con:
+        with self._attached() as con:
             self._check_version(con)
             yield con
 
@@ -561,6 +606,54 @@ class Store:
                 table: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
                 for table in TABLES
             }
+
+    def table_columns(self) -> dict[str, list[tuple[str, str]]]:
+        """Return every table's ``(column, DuckDB type)`` pairs as the file declares them."""
+        frame = self.query(
+            # Other threads' attachments of the same file are listed too: keep this one's.
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() ORDER BY table_name, ordinal_position")
+        return {table: [(str(c), str(t)) for c, t in
+                        frame.loc[frame["table_name"] == table, ["column_name", "data_type"]]
+                        .itertuples(index=False, name=None)]
+                for table in TABLES}
+
+    def copy_tables(self, files: Mapping[str, Path], file_format: str) -> dict[str, int]:
+        """Write each named table to its file with DuckDB's ``COPY``; return the row counts.
+
+        Args:
+            files: Table name → file to write (rows sorted by every column, keys first).
+            file_format: ``"parquet"`` or ``"csv"`` (with a header; NULL is an empty field).
+
+        Raises:
+            ValueError: for an unknown table or format (before anything is written).
+
+        """
+        unknown = sorted(set(files) - set(TABLES))
+        if unknown or file_format not in _COPY_OPTIONS:
+            raise ValueError(f"Cannot copy tables {unknown} as {file_format!r}; tables are "
+                             f"{list(TABLES)}, formats {list(_COPY_OPTIONS)}.")
+        with self.reader() as con:
+            # COPY takes no parameter for its target, so the path is quoted as a literal.
+            return {table: int(con.execute(
+                f"COPY (SELECT * FROM {table} ORDER BY ALL) TO "
+                f"'{str(path).replace(chr(39), chr(39) * 2)}' ({_COPY_OPTIONS[file_format]})"
+            ).fetchone()[0])  # type: ignore[index]
+                for table, path in files.items()}
+
+
+def _read_cursor() -> duckdb.DuckDBPyConnection:
+    """Return a new cursor on this process's in-memory read database (made on first use).
+
+    Starting a DuckDB database (``duckdb.connect``) takes 20-40 ms, most of a dashboard
+    read; a cursor on a running one takes microseconds. Keyed by process id because a
+    forked child must not share its parent's database.
+    """
+    with _READ_DATABASE_LOCK:
+        database = _READ_DATABASE.get(os.getpid())
+        if database is None:
+            database = _READ_DATABASE[os.getpid()] = duckdb.connect(":memory:")
+        return database.cursor()
 
 
 def _now() -> datetime:

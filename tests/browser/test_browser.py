@@ -189,6 +189,17 @@ def test_heatmap_is_drawn(server: str, page: Page) -> None:
     _assert_no_exception(page)
 
 
+def test_a_link_opens_its_view_and_the_address_follows(server: str, page: Page) -> None:
+    page.goto(f"{server}/probes?dataset=toxigen&view=Directions&layer=1")
+    # Shown only in the open tab: the link chose the tab, not just the selectors.
+    page.get_by_text("Cosines are signed").first.wait_for()
+    _settle(page)
+    _assert_no_exception(page)
+    assert page.get_by_role("combobox", name="Dataset").input_value().endswith("· toxigen")
+    for part in ("dataset=toxigen", "view=Directions", "layer=1", "suite=synthetic"):
+        assert part in page.url  # the page wrote the whole view back into the address
+
+
 def test_chat_gets_a_streamed_answer(server: str, page: Page) -> None:
     page.goto(f"{server}/steering_lab")
     box = page.locator('[data-testid="stChatInputTextArea"]')

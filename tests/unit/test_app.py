@@ -113,15 +113,6 @@ def blocked_study(tmp_path_factory: pytest.TempPathFactory, study_file: Path) ->
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama chat model folder (random weights, BPE tokenizer with a template)."""
-    folder = tmp_path_factory.mktemp("chat") / "tiny-chat"
-    tokenizer = build_tokenizer()
-    build_model("llama", len(tokenizer), seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, study_file: Path,
@@ -139,6 +130,13 @@ def run_app(page: str | None = None) -> AppTest:
     if page is not None:
         at.switch_page(page).run()
     return at
+
+
+def open_link(script: str | None = None, **params: str) -> AppTest:
+    """Open the app as a browser opens ``/<script's page>?params`` (a new session)."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    return at.run() if script is None else at.switch_page(script).run()
 
 
 def assert_clean(at: AppTest) -> None:
@@ -630,6 +628,69 @@ def test_story_states_its_verdicts() -> None:
     assert "same applied norm" in texts(at, "caption")
 
 
+LINK_NOTE = "The link asks for"
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_link_opens_the_view_it_names_and_follows_the_selectors() -> None:
+    at = open_link(page="probes", suite="synthetic", dataset="toxigen", view="Directions",
+                   metric="auroc", layer="1")
+    assert_clean(at)
+    assert LINK_NOTE not in texts(at, "warning")
+    assert at.selectbox(key="probe_dataset").value == "toxigen"
+    assert at.selectbox(key="heat_metric").value == "auroc"
+    assert at.select_slider(key="dir_layer").value == 1
+    assert at.session_state["view"] == "Directions"
+    assert chart_specs(at)[0]["layout"]["title"]["text"] == \
+        f"toxigen: {tables.PROBE_METRICS['auroc']}"
+    assert "page" not in at.query_params  # followed, then dropped: the path names the page
+    at.selectbox(key="probe_dataset").set_value("stereoset").run()
+    at.select_slider(key="dir_layer").set_value(2).run()
+    assert_clean(at)
+    link = dict(at.query_params)
+    assert link == {"suite": "synthetic", "dataset": "stereoset", "view": "Directions",
+                    "metric": "auroc", "layer": "2"}
+    again = open_link("pages/probes.py", **link)  # the copied URL, in a new session
+    assert (again.selectbox(key="probe_dataset").value, again.select_slider(key="dir_layer")
+            .value, again.session_state["view"]) == ("stereoset", 2, "Directions")
+
+
+@pytest.mark.usefixtures("app_env")
+def test_unknown_link_values_are_ignored_with_a_note() -> None:
+    at = open_link(page="nosuch")
+    assert_clean(at)
+    assert f"{LINK_NOTE} page 'nosuch'" in texts(at, "warning")
+    assert "page" not in at.query_params
+    assert any("synthetic" in str(s.value) for s in at.subheader)  # the overview
+    at = open_link(page="probes", suite="nosuch", dataset="nosuch", layer="99", view="Nope")
+    assert_clean(at)
+    for asked in ("suite 'nosuch'", "dataset 'nosuch'", "layer '99'", "view 'Nope'"):
+        assert f"{LINK_NOTE} {asked}" in texts(at, "warning")
+    assert chart_specs(at)
+    assert at.query_params["suite"] == "synthetic"
+    assert at.query_params["dataset"] == at.selectbox(key="probe_dataset").value
+    at.run()
+    assert LINK_NOTE not in texts(at, "warning")  # the URL now names the view on screen
+
+
+def test_the_pipeline_writes_while_the_dashboard_is_open(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    path = tmp_path / "live.duckdb"
+    write_synthetic_study(path, n_checkpoints=3, n_layers=2, stages=("probe",))
+    monkeypatch.setenv(study.STUDY_ENV, str(path))
+    at = run_app("pages/probes.py")
+    assert_clean(at)
+    first = str(Store(path).checkpoints("synthetic")["checkpoint"].iloc[0])
+    # A writer with no patience (timeout 0): a lock the dashboard kept between reads fails it.
+    subprocess.run([sys.executable, "-c", "import sys\nfrom trustdyn.store import Store\n"
+                    "Store(sys.argv[1], timeout_s=0).update_checkpoint("
+                    "'synthetic', sys.argv[2], train_loss=123.0)", str(path), first],
+                   cwd=REPO_ROOT, check=True, timeout=120)
+    at.switch_page("pages/overview.py").run()
+    assert_clean(at)
+    assert _frame_with(at, "train_loss").set_index("checkpoint").loc[first, "train_loss"] == 123
+
+
 def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     path = tmp_path / "two.duckdb"
@@ -641,8 +702,10 @@ def test_two_suites_are_selectable_and_comparable(monkeypatch: pytest.MonkeyPatc
     at.sidebar.selectbox[0].set_value("beta").run()
     assert_clean(at)
     assert any("beta" in str(s.value) for s in at.subheader)
+    assert at.query_params["suite"] == "beta"
     at.switch_page("pages/probes.py").run()
     assert_clean(at)
+    assert at.sidebar.selectbox[0].value == "beta"  # the choice follows the user
     compare = [spec for spec in chart_specs(at)
                if "suites side by side" in spec["layout"]["title"]["text"]]
     assert len(compare) == 1 and len(compare[0]["data"]) == 2

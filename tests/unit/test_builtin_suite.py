@@ -432,6 +432,7 @@ def test_run_preset_names_study_sizes_for_suites_other_than_builtin(monkeypatch)
     """`run --suite smollm2-instruct --preset classroom` (a README command) must not pass
     the preset to the suite as a built-in preset: it names SmolLM2's study sizes."""
     from precompute import commands
+    from precompute.__main__ import build_parser
     from precompute.study import sizes_for, study_config
 
     assert sizes_for("smollm2-instruct", "classroom") == "smollm2-classroom"
@@ -439,17 +440,15 @@ def test_run_preset_names_study_sizes_for_suites_other_than_builtin(monkeypatch)
     assert study_config(sizes_for("smollm2-instruct", "default")).steer_eval is None
     seen = {}
 
-    def fake_get_suite(name, *, preset=None, every=1):
-        seen.update(name=name, preset=preset, every=every)
+    def fake_get_suite(name, *, preset=None, **options):
+        seen.update(name=name, preset=preset)
         return "suite"
 
     monkeypatch.setattr(commands, "get_suite", fake_get_suite)
-    args = argparse.Namespace(suite="smollm2-instruct", preset="classroom", every=1,
-                              handler=commands._run, quiet=True, db=None, device=None,
-                              dtype=None, n_per_dataset=None, seed=None,
-                              steer_scaling=None, steer_positions=None)
+    args = build_parser().parse_args(["run", "--suite", "smollm2-instruct", "--preset",
+                                      "classroom", "--quiet"])
     _suite, _store, config = commands._resolve(args)
-    assert seen == {"name": "smollm2-instruct", "preset": None, "every": 1}
+    assert seen == {"name": "smollm2-instruct", "preset": None}
     assert config == study_config("smollm2-classroom")
 
 

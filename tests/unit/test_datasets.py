@@ -10,7 +10,6 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import FakeHubTable
 from trustdyn import datasets as D
 from trustdyn.datasets import __main__ as datasets_cli
 from trustdyn.datasets import loading
@@ -375,17 +375,6 @@ def test_malformed_random_tables_raise_naming_file_and_row(rows, data, fault, su
 
 # ------------------------------------------------------------------ hub path
 
-
-class FakeHubTable:
-    """Stands in for a ``datasets.Dataset``: column names, dict rows, info."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-        self.column_names = list(rows[0])
-        self.info = SimpleNamespace(license="mit")
-
-    def __iter__(self):
-        return iter(self.rows)
 
 
 def test_hub_dataset_uses_same_validation(monkeypatch, tmp_path):

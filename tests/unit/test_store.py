@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -160,6 +161,30 @@ def test_reader_waits_for_a_short_writer(store: Store) -> None:
         assert len(store.suites()) == 1  # retried until the other process let go
     finally:
         proc.join()
+
+
+def test_reads_leave_the_file_free_for_a_writer_in_another_process(store: Store) -> None:
+    store.suites()  # this process's read database now exists and has attached the file
+    ready = mp.get_context("spawn").Event()
+    proc = mp.get_context("spawn").Process(target=_hold_writer, args=(str(store.path), 0.0, ready))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0  # it connected at once: no read kept the file locked
+
+
+def test_reads_from_many_threads_beside_a_writer_in_the_same_process(store: Store) -> None:
+    unit = Unit("s", "c0", "d", "probe")
+    store.write_unit(unit, {"probe_results": _probe_rows("c0")}, seconds=0)
+
+    def rewrite() -> None:  # one writer: a Store's writes are not for several threads
+        for _ in range(5):
+            store.write_unit(unit, {"probe_results": _probe_rows("c0")}, seconds=0)
+
+    with ThreadPoolExecutor(4) as pool:
+        writing = pool.submit(rewrite)
+        sizes = set(pool.map(lambda _: len(store.probe_results("s")), range(40)))
+        writing.result()
+    assert sizes == {3}  # each read attached on its own, or waited for the writer
 
 
 def test_reader_gives_a_clear_error_when_locked_too_long(store: Store) -> None:

@@ -329,7 +329,7 @@ def test_registry_routes_folders_and_toml_files(saved_tiny_model: SaveFn, tmp_pa
 def test_registry_argument_errors() -> None:
     with pytest.raises(SuiteError, match="only applies to the built-in"):
         get_suite("amber", preset="smoke")
-    with pytest.raises(SuiteError, match="positive integer"):
+    with pytest.raises(SuiteError, match="`every` must be an integer >= 1"):
         get_suite("pythia-160m", every=0)
     with pytest.raises(SuiteError, match="names preset 'smoke' but preset='default'"):
         get_suite("builtin-smoke", preset="default")

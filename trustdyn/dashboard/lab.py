@@ -1,13 +1,17 @@
 """The Steering lab's live chat: which chat models and vectors it offers, and steered replies.
 
-torch, transformers and the steering code are imported inside the functions that need them,
-so pages that only read the study start without loading them.
+Vectors come from the study file or from a vector file the user names or uploads (a
+trustdyn safetensors file or a GGUF control vector, read by :mod:`trustdyn.export`), and
+are offered only where their width fits the chat model, which runs on the best device
+available. torch, transformers and the steering code are imported inside the functions that
+need them, so pages that only read the study start without loading them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +19,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from trustdyn.store import Store, json_object
+from trustdyn.store import Store
 
 CHAT_MODELS_ENV = "TRUSTDYN_CHAT_MODELS"
 """Extra chat models for the lab: ``name=folder`` pairs separated by ``;`` or ``,``."""
@@ -152,7 +156,7 @@ def chat_model_specs(store: Store | None, env: Mapping[str, str] | None = None
 
 
 def load_chat_model(spec: ChatModelSpec) -> tuple[Any, Any]:
-    """Load a chat model and its tokenizer on the CPU, in eval mode.
+    """Load a chat model and its tokenizer in eval mode on CUDA, else Apple MPS, else the CPU.
 
     Raises:
         LabError: for a missing or unreadable folder, naming it and what to do.
@@ -172,7 +176,7 @@ def load_chat_model(spec: ChatModelSpec) -> tuple[Any, Any]:
                                f"{CHAT_MODELS_ENV} or rebuild the study.")
             ref = CheckpointRef(suite=spec.suite or "lab", name=spec.checkpoint or spec.label,
                                 step=0, source=spec.source, is_chat=True)
-        return load_checkpoint(ref, LoadOptions(device="cpu"))
+        return load_checkpoint(ref, LoadOptions(device="auto"))
     except SuiteError as exc:
         raise LabError(f"Cannot load the chat model {spec.label!r}: {exc}") from exc
 
@@ -185,7 +189,12 @@ def model_shape(model: Any) -> tuple[int, int]:
     return model_hidden_size(model), n_blocks(model)
 
 
-VectorKind = Literal["checkpoint", "own", "random"]
+def model_device(model: Any) -> str:
+    """Return the device a loaded model runs on (``cuda``, ``mps`` or ``cpu``)."""
+    return str(next(model.parameters()).device.type)
+
+
+VectorKind = Literal["checkpoint", "own", "random", "file"]
 
 
 @dataclass(frozen=True)
@@ -195,10 +204,13 @@ class VectorChoice:
     Attributes:
         label: Shown in the selector.
         kind: ``checkpoint`` (a stored vector of a study checkpoint), ``own`` (the chat
-            model's own stored vector) or ``random`` (a seeded random direction with the
-            scale of a reference vector).
-        suite: Suite of the stored vector (of the reference vector for ``random``).
-        checkpoint: Checkpoint of the stored vector (or of the reference).
+            model's own stored vector), ``random`` (a seeded random direction with the
+            scale of a reference vector) or ``file`` (a vector file, see
+            :func:`file_vectors`).
+        suite: Suite of the stored vector (of the reference vector for ``random``; empty
+            for ``file``).
+        checkpoint: Checkpoint of the stored vector (or of the reference; for ``file`` the
+            file's name).
         hidden_size: Width of the vector.
 
     """
@@ -264,23 +276,90 @@ def lab_vector(store: Store, choice: VectorChoice, dataset: str, layer: int,
         LabError: when the study has no vector for that dataset and layer.
 
     """
-    from trustdyn.steering import SteeringVector, random_vector
+    from trustdyn.steering import random_vector, vector_from_row
 
     row = store.steering_vector(choice.suite, choice.checkpoint, dataset, layer)
     if row is None:
         raise LabError(f"The study has no {dataset} vector of {choice.suite}/"
                        f"{choice.checkpoint} at layer {layer}; pick another layer or "
                        "source, or run the vectors stage for it.")
-    params = json_object(row.get("params"))
-    vector = SteeringVector(
-        direction=row["direction"], scale=float(row["scale"]), layer=int(row["layer"]),
-        dataset=dataset, toward_label=int(row["toward_label"]),
-        source=f"{choice.suite}/{choice.checkpoint}", model=str(row["model"]),
-        revision=None if pd.isna(row.get("revision")) else str(row["revision"]),
-        hidden_size=int(row["hidden_size"]), site=str(row["site"]),
-        operation=str(row["operation"]), meta={"params": params} if params else {},
-    )
+    vector = vector_from_row(row, choice.suite)
     return random_vector(vector, seed=seed + layer) if choice.kind == "random" else vector
+
+
+FILE_CHOICE = "a vector file (safetensors or GGUF)"
+"""The vector-source entry under which the lab loads a file instead of a stored vector."""
+
+
+def read_vector_file(path: str | Path) -> list[Any]:
+    """Return a vector file's :class:`~trustdyn.steering.SteeringVector` objects by layer.
+
+    Raises:
+        LabError: for a missing file or one that is neither a trustdyn safetensors vector
+            file nor a GGUF control vector.
+
+    """
+    from trustdyn.export import VectorExportError, read_vector_file
+
+    try:
+        return read_vector_file(Path(path).expanduser())
+    except VectorExportError as exc:
+        raise LabError(str(exc)) from exc
+
+
+def read_vector_upload(name: str, data: bytes) -> list[Any]:
+    """Return the vectors of an uploaded file (``name`` and bytes), like :func:`read_vector_file`.
+
+    Raises:
+        LabError: as :func:`read_vector_file`, naming the uploaded file.
+
+    """
+    with tempfile.TemporaryDirectory(prefix="trustdyn-upload-") as folder:
+        path = Path(folder) / Path(name).name
+        path.write_bytes(data)
+        try:
+            return read_vector_file(path)
+        except LabError as exc:
+            raise LabError(str(exc).replace(str(path), name)) from exc
+
+
+def file_vectors(vectors: Sequence[Any], hidden_size: int, n_layers: int, name: str
+                 ) -> dict[int, Any]:
+    """Return a file's vectors that the chat model can take, by layer.
+
+    Raises:
+        LabError: when the file's width differs from the model's (naming both widths and
+            the file's layers) or none of its layers exists in the model.
+
+    """
+    layers = ", ".join(str(v.layer) for v in vectors)
+    widths = sorted({int(v.hidden_size) for v in vectors})
+    if widths != [hidden_size]:
+        raise LabError(f"{name} holds vectors of width {', '.join(map(str, widths))} (layers "
+                       f"{layers}) but this chat model's hidden size is {hidden_size}; "
+                       f"pick a file made for a model of width {hidden_size}.")
+    usable = {int(v.layer): v for v in vectors if 0 <= v.layer < n_layers}
+    if not usable:
+        raise LabError(f"{name} holds layers {layers} but this chat model has layers 0 to "
+                       f"{n_layers - 1}; pick a file made for this model.")
+    return usable
+
+
+_FILE_UNITS = {"target": "α in units of the chat model's σ (the steering table's unit)",
+               "source-sigma": "α in units of the source checkpoint's σ (the paper's unit)",
+               "unit": "α = the L2 norm added"}
+"""What α means for a file written with each ``trustdyn export-vectors --scaling``."""
+
+
+def describe_file_vectors(vectors: Sequence[Any], usable: Mapping[int, Any]) -> str:
+    """Return one line on a loaded vector file: layers, width, origin, unit of strength."""
+    first = vectors[0]
+    origin = f"{first.dataset} vector from {first.source}" if first.dataset else first.source
+    unit = _FILE_UNITS.get(first.meta.get("scaling"), "α = 1 adds the file's vector as it is")
+    left_out = sorted({int(v.layer) for v in vectors} - set(usable))
+    return (f"{origin}: layers {', '.join(map(str, sorted(usable)))} of width "
+            f"{first.hidden_size}; {unit}" + (f"; layers {left_out} are beyond this model"
+                                             if left_out else "") + ".")
 
 
 def validate_request(alpha: float, layer: int, n_layers: int, max_new_tokens: int) -> None:

@@ -20,6 +20,7 @@ from trustdyn.schema import (
     JUDGE_SOURCE,
     PER_CHECKPOINT_STAGES,
     RANDOM_SOURCE,
+    STEERING_STAGE,
     study_units,
 )
 from trustdyn.store import Store, json_object
@@ -73,6 +74,16 @@ def suite_config(store: Store, suite: str) -> dict[str, Any]:
     return json_object(row["config"].iloc[0]) if len(row) else {}
 
 
+def unevaluated_datasets(store: Store, suite: str) -> list[str]:
+    """Return the suite's datasets without an offline steering evaluation: the user's own.
+
+    The evaluation has tasks for the builtin datasets only; the pipeline skips the others
+    (their vectors are stored all the same and the Steering lab offers them).
+    """
+    specs = suite_config(store, suite).get("user_datasets") or []
+    return [str(spec["meta"]["name"]) for spec in specs]
+
+
 def unit_progress(store: Store, suite: str) -> pd.DataFrame:
     """Return finished vs expected units per stage of a suite.
 
@@ -91,6 +102,8 @@ def unit_progress(store: Store, suite: str) -> pd.DataFrame:
     chat = ckpts.loc[ckpts["is_chat"].astype(bool), "checkpoint"]
     planned = study_units(suite, list(ckpts["checkpoint"]), names, stages,
                           str(chat.iloc[0]) if len(chat) else None)
+    skipped = set(unevaluated_datasets(store, suite))
+    planned = [u for u in planned if u.stage != STEERING_STAGE or u.dataset not in skipped]
     expected: dict[str, int | None] = {s: 0 for s in stages}
     for unit in planned:
         expected[unit.stage] = (expected.get(unit.stage) or 0) + 1

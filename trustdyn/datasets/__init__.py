@@ -9,7 +9,8 @@ share one cleaning (:mod:`~trustdyn.datasets.text`) and validation
 the rows came from: a :class:`DatasetError` naming the file, the row and what is wrong.
 The other modules: :mod:`~trustdyn.datasets.cards` (card types),
 :mod:`~trustdyn.datasets.tables` (reading files), :mod:`~trustdyn.datasets.loading`
-(files and hub into datasets), :mod:`~trustdyn.datasets.builtins`,
+(files and hub into datasets), :mod:`~trustdyn.datasets.user` (a study's own datasets),
+:mod:`~trustdyn.datasets.builtins`,
 :mod:`~trustdyn.datasets.splits`, :mod:`~trustdyn.datasets.eval_material` (data under
 ``data/eval/``) and :mod:`~trustdyn.datasets.cards_json` (``data/probe/cards.json``,
 checked by ``python -m trustdyn.datasets --check``).
@@ -46,12 +47,14 @@ from trustdyn.datasets.text import (
     truthfulqa_question,
     unescape_backslashes,
 )
+from trustdyn.datasets.user import TABLE_KINDS, UserDataset, load_study_dataset
 from trustdyn.datasets.validate import OnConflict, TableFormat
 
 __all__ = [
     "BUILTIN_DATASETS",
     "CARDS_FILE",
     "DIMENSIONS",
+    "TABLE_KINDS",
     "TABLE_SUFFIXES",
     "CardMeta",
     "DatasetCard",
@@ -64,6 +67,7 @@ __all__ = [
     "StereoSetItem",
     "StereoSetKind",
     "TableFormat",
+    "UserDataset",
     "build_card",
     "builtin_cards",
     "builtin_path",
@@ -74,6 +78,7 @@ __all__ = [
     "load_dataset",
     "load_hub_dataset",
     "load_stereoset_dev",
+    "load_study_dataset",
     "load_table",
     "load_truthfulqa_mc",
     "load_truthfulqa_test_questions",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,9 @@ def _sha256_bytes(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _load_file(path: Path, meta: CardMeta, fmt: TableFormat, *, warn: bool) -> ProbeDataset:
-    valid = _validate(_read_table(path), fmt, warn=warn)
+def _load_file(path: Path, meta: CardMeta, fmt: TableFormat, *, warn: bool,
+               kind: str | None = None) -> ProbeDataset:
+    valid = _validate(_read_table(path, kind), fmt, warn=warn)
     card = _make_card(meta, valid, path=_relative_to_data(path), sha256=_sha256_bytes(path))
     return ProbeDataset(meta.name, card, valid.texts, valid.labels, valid.groups)
 
@@ -150,11 +152,14 @@ def load_hub_dataset(
     group_column: str | None = None,
     name: str | None = None,
     revision: str | None = None,
+    card: CardMeta | None = None,
+    on_conflict: OnConflict = "error",
 ) -> ProbeDataset:
     """Load a probe dataset from the Hugging Face hub (optional ``datasets`` library).
 
     The rows go through exactly the validation used for files; errors name the source as
-    ``hf://<repo_id>@<revision>[<split>]`` and the 1-based row.
+    ``hf://<repo_id>@<revision>[<split>]`` and the 1-based row. ``card`` gives what the
+    dataset means (its name wins over ``name``); its empty ``source`` becomes the hub one.
 
     Raises:
         DatasetError: ``datasets`` is not installed (with the install line), loading
@@ -165,12 +170,13 @@ def load_hub_dataset(
     source = f"hf://{repo_id}@{revision or 'default'}[{split}]"
     rows = tuple(_Row(i + 1, None, dict(values)) for i, values in enumerate(table))
     fmt = TableFormat(text_column=text_column, label_column=label_column,
-                      group_column=group_column)
+                      group_column=group_column, on_conflict=on_conflict)
     valid = _validate(_Table(source, tuple(table.column_names), rows), fmt)
     used = [c for c in (text_column, label_column, group_column) if c]
     info = getattr(table, "info", None)
-    meta = CardMeta(name=name or repo_id.rsplit("/", 1)[-1], source=source,
-                    license=str(getattr(info, "license", "") or "see the hub dataset card"))
-    card = _make_card(meta, valid, path=f"hf://{repo_id}",
+    meta = (replace(card, source=card.source or source) if card is not None else
+            CardMeta(name=name or repo_id.rsplit("/", 1)[-1], source=source,
+                     license=str(getattr(info, "license", "") or "see the hub dataset card")))
+    made = _make_card(meta, valid, path=f"hf://{repo_id}",
                       sha256=_content_sha256((r.values for r in rows), used))
-    return ProbeDataset(meta.name, card, valid.texts, valid.labels, valid.groups)
+    return ProbeDataset(meta.name, made, valid.texts, valid.labels, valid.groups)

@@ -136,10 +136,11 @@ def _read_json_rows(path: Path, suffix: str) -> _Table:
     return _Table(str(path), columns, tuple(rows))
 
 
-def _read_table(path: Path) -> _Table:
+def _read_table(path: Path, kind: str | None = None) -> _Table:
+    """Read ``path`` as the table type its suffix names, or as ``kind`` (``"csv"``...) if given."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    suffix = path.suffix.lower()
+    suffix = f".{kind}" if kind else path.suffix.lower()
     if suffix == ".csv":
         return _read_delimited(path, ",")
     if suffix == ".tsv":

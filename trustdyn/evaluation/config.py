@@ -13,13 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from trustdyn.schema import DEFAULT_PPL_GUARD
-from trustdyn.steering import Positions
-
-SCALINGS: tuple[str, ...] = ("target", "source-sigma")
-"""Units of the strength α: ``target`` = the chat model's own projection σ at the layer
-(every source gets the same applied norm at the same α), ``source-sigma`` = the source
-checkpoint's own σ (the paper's choice)."""
+from trustdyn.schema import DEFAULT_PPL_GUARD, EVAL_GRIDS, SCALINGS, Positions
 
 
 @dataclass(frozen=True)
@@ -109,18 +103,19 @@ class EvalConfig:
         return values
 
 
-EVAL_PRESETS: dict[str, EvalConfig] = {
-    "smoke": EvalConfig(name="smoke", n_items=12, dev_fraction=0.5, n_passages=6,
-                        passage_words=24, layers=1,
-                        alphas=(0.5, 2.0), max_scored=1, checkpoint_stride=3,
-                        n_bootstrap=100, judge_train=300, judge_test=100, max_new_tokens=6),
-    "reduced": EvalConfig(),
-    "full": EvalConfig(name="full", n_items=400, dev_fraction=0.5, n_passages=48,
-                       passage_words=48, layers=None,
-                       alphas=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
-                       max_scored=None, checkpoint_stride=1, judge_train=3000,
-                       judge_test=1000, max_new_tokens=24, stereoset_kind="all"),
-}
+# Keyed by the light names in trustdyn.schema (what study configs are checked against).
+EVAL_PRESETS: dict[str, EvalConfig] = dict(zip(EVAL_GRIDS, (
+    EvalConfig(name="smoke", n_items=12, dev_fraction=0.5, n_passages=6,
+               passage_words=24, layers=1,
+               alphas=(0.5, 2.0), max_scored=1, checkpoint_stride=3,
+               n_bootstrap=100, judge_train=300, judge_test=100, max_new_tokens=6),
+    EvalConfig(),
+    EvalConfig(name="full", n_items=400, dev_fraction=0.5, n_passages=48,
+               passage_words=48, layers=None,
+               alphas=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+               max_scored=None, checkpoint_stride=1, judge_train=3000,
+               judge_test=1000, max_new_tokens=24, stereoset_kind="all"),
+), strict=True))
 """Grids. ``reduced`` is the default study's: 200 items per dataset (per question kind for
 TruthfulQA), 80 on dev and 120 on test, enough for a minimum detectable effect of about 10
 points on a paired share; ``full`` for classroom and public suites."""

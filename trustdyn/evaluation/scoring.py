@@ -17,7 +17,8 @@ import numpy as np
 from torch import nn
 
 from trustdyn.generation import batch_loglik, chat_prompt, generate
-from trustdyn.steering import Positions, SteeringVector
+from trustdyn.schema import Positions
+from trustdyn.steering import SteeringVector
 
 
 def chat_text(tokenizer: Any, user_message: str) -> str:

@@ -14,15 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from trustdyn.activations import extract_activations
 from trustdyn.datasets import DatasetCard
 from trustdyn.schema import RANDOM_SOURCE
-from trustdyn.steering import SteeringVector, random_vector
+from trustdyn.steering import SteeringVector, random_vector, vector_from_row
 
 
 @dataclass(frozen=True)
@@ -45,19 +43,6 @@ class VectorSource:
     step: int | None
     vectors: Mapping[int, SteeringVector] = field(default_factory=dict)
     source_sigma: Mapping[int, float] = field(default_factory=dict)
-
-
-def vector_from_row(row: Mapping[str, Any], suite: str) -> SteeringVector:
-    """Rebuild a :class:`SteeringVector` from a ``steering_vectors`` row."""
-    params = row.get("params")
-    return SteeringVector(
-        direction=torch.from_numpy(np.asarray(row["direction"], dtype=np.float32)),
-        scale=float(row["scale"]), layer=int(row["layer"]), dataset=str(row["dataset"]),
-        toward_label=int(row["toward_label"]), source=f"{suite}/{row['checkpoint']}",
-        model=str(row["model"]), revision=None if pd.isna(row.get("revision")) else
-        str(row["revision"]), hidden_size=int(row["hidden_size"]), site=str(row["site"]),
-        operation=str(row["operation"]), meta={"params": params} if params else {},
-    )
 
 
 def every_kth(names: Sequence[str], k: int) -> list[str]:

@@ -9,19 +9,20 @@
 - a path to a ``*.toml`` file: a user-described suite (``local.py``);
 - a path to a folder: one checkpoint per subfolder (``local.py``).
 
+Any of them can be narrowed by a :class:`RevisionSelection` (``selection.py``).
 :func:`load_checkpoint` turns any of their refs into a model and tokenizer.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trustdyn.suites.base import CheckpointRef, Suite, SuiteError
-from trustdyn.suites.hub import PUBLIC_SUITES, public_suite, subsample
+from trustdyn.suites.base import CheckpointRef, Suite, SuiteError, with_loading
+from trustdyn.suites.hub import PUBLIC_SUITES, public_suite
 from trustdyn.suites.local import local_suite, toml_suite
+from trustdyn.suites.selection import RevisionSelection, select_revisions
 
 if TYPE_CHECKING:
     from trustdyn.suites.loading import LoadOptions, load_checkpoint, weight_hash
@@ -29,11 +30,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointRef",
     "LoadOptions",
+    "RevisionSelection",
     "Suite",
     "SuiteError",
     "get_suite",
     "list_suites",
     "load_checkpoint",
+    "select_revisions",
     "weight_hash",
 ]
 
@@ -77,10 +80,6 @@ def _builtin_suite(name: str, preset: str | None) -> Suite:
     return load_suite(named or preset or "default")
 
 
-def _thin(suite: Suite, every: int) -> Suite:
-    return replace(suite, checkpoints=subsample(suite.checkpoints, every))
-
-
 def _unknown(name: str) -> SuiteError:
     return SuiteError(
         f"Unknown suite {name!r}. Known suites: {', '.join(list_suites())}; or give a folder "
@@ -88,34 +87,66 @@ def _unknown(name: str) -> SuiteError:
     )
 
 
-def get_suite(name: str, *, preset: str | None = None, every: int = 1) -> Suite:
+def _resolve_selection(selection: RevisionSelection | None, every: int) -> RevisionSelection:
+    if selection is None:
+        return RevisionSelection(every=every)
+    if every != 1:
+        raise SuiteError(f"every={every} was given next to a RevisionSelection; put it in the "
+                         "selection (RevisionSelection(every=...)) instead.")
+    return selection
+
+
+def _named_suite(name: str, preset: str | None, selection: RevisionSelection) -> Suite:
+    """Return the suite called ``name`` narrowed to ``selection`` (see :func:`get_suite`)."""
+    if preset is not None and not name.startswith(BUILTIN):
+        raise SuiteError(f"preset={preset!r} only applies to the built-in suite, not {name!r}.")
+    if name in PUBLIC_SUITES:
+        # The hub table may accept revisions it does not list (OLMo-2's naming scheme).
+        return public_suite(name, selection)
+    if name == BUILTIN or name.startswith(f"{BUILTIN}-"):
+        suite = _builtin_suite(name, preset)
+    elif name == SMOLLM2_SUITE:
+        from trustdyn.suites.smollm2 import smollm2_suite
+
+        suite = smollm2_suite()
+    else:
+        suite = _path_suite(name)
+    return select_revisions(suite, selection)
+
+
+def _path_suite(name: str) -> Suite:
+    path = Path(name).expanduser()
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise SuiteError(f"Suite file {path} does not exist.")
+        return toml_suite(path)
+    if path.is_dir():
+        return local_suite(path)
+    raise _unknown(name)
+
+
+def get_suite(name: str, *, preset: str | None = None, every: int = 1,
+              selection: RevisionSelection | None = None, layers: str | None = None,
+              trust_remote_code: bool = False) -> Suite:
     """Return the suite called ``name`` (see the module docstring for what names mean).
 
     Args:
         name: A registered name, ``builtin-<preset>``, a ``.toml`` file or a folder.
         preset: Built-in preset for ``name="builtin"`` (default ``"default"``).
-        every: Keep every ``every``-th checkpoint (plus the last) of the suite.
+        every: Keep every ``every``-th checkpoint (plus the last); shorthand for
+            ``selection=RevisionSelection(every=every)``.
+        selection: Which checkpoints to keep (names, a step range, every k-th, log
+            spacing); the chat model is always kept.
+        layers: Dotted path to the decoder blocks (e.g. ``"backbone.blocks"``) for every
+            checkpoint, overriding the suite file's; ``None`` keeps it.
+        trust_remote_code: Run the checkpoints' own modelling code from the hub (only for
+            repositories you trust); ``False`` keeps what the suite file says.
 
     Raises:
         SuiteError: for an unknown name (listing all known ones), a missing file or folder,
-            an invalid suite description, or a built-in run that has not been pre-trained.
+            an invalid suite description, a built-in run that has not been pre-trained,
+            or a revision selection naming unknown revisions or keeping nothing.
 
     """
-    if preset is not None and not name.startswith(BUILTIN):
-        raise SuiteError(f"preset={preset!r} only applies to the built-in suite, not {name!r}.")
-    if name == BUILTIN or name.startswith(f"{BUILTIN}-"):
-        return _thin(_builtin_suite(name, preset), every)
-    if name == SMOLLM2_SUITE:
-        from trustdyn.suites.smollm2 import smollm2_suite
-
-        return _thin(smollm2_suite(), every)
-    if name in PUBLIC_SUITES:
-        return public_suite(name, every=every)
-    path = Path(name).expanduser()
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise SuiteError(f"Suite file {path} does not exist.")
-        return _thin(toml_suite(path), every)
-    if path.is_dir():
-        return _thin(local_suite(path), every)
-    raise _unknown(name)
+    suite = _named_suite(name, preset, _resolve_selection(selection, every))
+    return with_loading(suite, layers=layers, trust_remote_code=trust_remote_code)

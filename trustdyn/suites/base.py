@@ -10,8 +10,12 @@ model and tokenizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+LAYERS_PATH = re.compile(r"\w+(?:\.\w+)*")
+"""What a ``layers`` path looks like: attribute names (or list indices) joined by dots."""
 
 
 class SuiteError(ValueError):
@@ -36,6 +40,12 @@ class CheckpointRef:
         heldout_loss: Held-out loss at this step, if known.
         is_chat: True for the suite's fine-tuned chat model.
         extra: Free-form provenance (dataset, preset, seed...), JSON-serialisable.
+        layers: Dotted attribute path from the loaded model to its ``ModuleList`` of
+            decoder blocks (e.g. ``"backbone.blocks"``), for architectures whose blocks
+            ``trustdyn.blocks`` does not find itself; ``None`` = look in the known places.
+        trust_remote_code: Let ``from_pretrained`` run modelling code shipped with the
+            checkpoint. Off unless a suite file, study file or flag turns it on, since
+            that code runs with the user's rights.
     """
 
     suite: str
@@ -49,6 +59,15 @@ class CheckpointRef:
     heldout_loss: float | None = None
     is_chat: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    layers: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and not LAYERS_PATH.fullmatch(self.layers):
+            raise SuiteError(
+                f"Checkpoint {self.name!r}: layers path {self.layers!r} is not a dotted "
+                "attribute path; write it like 'backbone.blocks' or 'model.decoder.layers'."
+            )
 
 
 @dataclass(frozen=True)
@@ -91,3 +110,21 @@ class Suite:
             else:
                 seen[ref.weight_hash] = ref.name
         return pairs
+
+
+def with_loading(suite: Suite, *, layers: str | None = None,
+                 trust_remote_code: bool = False) -> Suite:
+    """Return ``suite`` with a layers path and/or remote code trust set on every checkpoint.
+
+    ``layers=None`` and ``trust_remote_code=False`` leave each checkpoint's own setting
+    (from its suite file) as it is; the chat model is updated like the others.
+    """
+    changes: dict[str, Any] = {}
+    if layers is not None:
+        changes["layers"] = layers
+    if trust_remote_code:
+        changes["trust_remote_code"] = True
+    if not changes:
+        return suite
+    return replace(suite, checkpoints=tuple(replace(ref, **changes) for ref in suite.checkpoints),
+                   chat=replace(suite.chat, **changes) if suite.chat is not None else None)

@@ -2,9 +2,9 @@
 
 Each suite is a base repository whose pre-training checkpoints are hub revisions
 (branches), in step order, plus the chat model fine-tuned from it. :func:`public_suite`
-turns a name into a :class:`~trustdyn.suites.base.Suite` of hub refs, optionally thinned
-(``every``) or restricted to chosen revisions. Nothing is downloaded here: weights are
-fetched (and hashed) when the pipeline loads each checkpoint through
+turns a name into a :class:`~trustdyn.suites.base.Suite` of hub refs, optionally narrowed
+by a :class:`~trustdyn.suites.selection.RevisionSelection`. Nothing is downloaded here:
+weights are fetched (and hashed) when the pipeline loads each checkpoint through
 :func:`trustdyn.suites.loading.load_checkpoint`, which also honours the
 ``TRUSTDYN_HUB_MIRROR`` folder for air-gapped machines.
 
@@ -15,13 +15,13 @@ that rule, and the comment says so.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from trustdyn.suites.base import CheckpointRef, Suite, SuiteError
+from trustdyn.suites.selection import RevisionSelection, select_revisions
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ SMOLLM2_COUNT = 8
 # ~267 irregularly spaced branches, so the list below is the dense early run from the
 # sibling repository allenai/OLMo-2-0425-1B-early-training (every 1000 steps, 0-36000)
 # followed by stage-1 branches of the main repository seen in public use, and `main`.
-# Any other `stage1-stepN-tokensMB` name is accepted via `revisions=[...]`.
+# Any other `stage1-stepN-tokensMB` name is accepted when a selection names it.
 OLMO2_TOKENS_PER_STEP = 2_097_152
 OLMO2_REPO = "allenai/OLMo-2-0425-1B"
 OLMO2_EARLY_REPO = "allenai/OLMo-2-0425-1B-early-training"
@@ -218,44 +218,13 @@ PUBLIC_SUITES: dict[str, PublicSuiteSpec] = {
 }
 
 
-def subsample(items: Sequence[CheckpointRef], every: int) -> tuple[CheckpointRef, ...]:
-    """Keep every ``every``-th checkpoint, always including the last one.
-
-    The last checkpoint is kept because it is the one the chat model was tuned from.
-
-    Raises:
-        SuiteError: if ``every`` is not a positive integer.
-
-    """
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise SuiteError(f"`every` must be a positive integer, got {every!r}.")
-    kept = list(items[::every])
-    if items and kept[-1] is not items[-1]:
-        kept.append(items[-1])
-    return tuple(kept)
-
-
-def _unknown_revision(spec: PublicSuiteSpec, wanted: str) -> SuiteError:
-    names = [r.name for r in spec.revisions]
-    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
-    some = [*names[:3], "...", *names[-3:]] if len(names) > 6 else names
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return SuiteError(
-        f"Suite {spec.name!r} ({spec.repo}) has no revision {wanted!r}.{hint} It has "
-        f"{len(names)}, e.g. {', '.join(some)}."
-    )
-
-
-def _select(spec: PublicSuiteSpec, wanted: Sequence[str]) -> list[HubRevision]:
-    """Return the requested revisions (by checkpoint name or revision), in step order."""
-    known = {r.name: r for r in spec.revisions} | {r.revision: r for r in spec.revisions}
-    chosen: dict[str, HubRevision] = {}
-    for name in wanted:
-        rev = known.get(name) or (spec.parse(name) if spec.parse else None)
-        if rev is None:
-            raise _unknown_revision(spec, name)
-        chosen[rev.name] = rev
-    return sorted(chosen.values(), key=lambda r: r.step)
+def _parsed(spec: PublicSuiteSpec, wanted: Sequence[str]) -> list[HubRevision]:
+    """Return revisions named in ``wanted`` that the table lacks but the suite's scheme allows."""
+    if spec.parse is None:
+        return []
+    known = {r.name for r in spec.revisions} | {r.revision for r in spec.revisions}
+    found = (spec.parse(name) for name in wanted if name not in known)
+    return [rev for rev in found if rev is not None]
 
 
 def _ref(spec: PublicSuiteSpec, rev: HubRevision) -> CheckpointRef:
@@ -274,20 +243,19 @@ def _chat_ref(spec: PublicSuiteSpec) -> CheckpointRef | None:
                          is_chat=True, extra={"card": spec.source})
 
 
-def public_suite(name: str, *, every: int = 1, revisions: Sequence[str] | None = None
-                 ) -> Suite:
+def public_suite(name: str, selection: RevisionSelection | None = None) -> Suite:
     """Return the public suite ``name`` as hub refs (no download happens here).
 
     Args:
         name: One of :data:`PUBLIC_SUITES` (``amber``, ``smollm2-135m``, ``olmo2-1b``,
             ``pythia-160m``).
-        every: Keep every ``every``-th checkpoint (plus the last), to thin long suites.
-        revisions: Only these revisions (checkpoint names or hub revisions), in step
-            order; ``every`` then thins this selection.
+        selection: Which revisions to keep (default: all). Named revisions may be
+            checkpoint names or hub revisions, and, for suites with a naming scheme
+            (OLMo-2), revisions the table does not list.
 
     Raises:
-        SuiteError: for an unknown suite or revision (listing what exists), or a bad
-            ``every``.
+        SuiteError: for an unknown suite or revision (listing what exists), or a
+            selection that keeps nothing.
 
     """
     spec = PUBLIC_SUITES.get(name)
@@ -295,9 +263,9 @@ def public_suite(name: str, *, every: int = 1, revisions: Sequence[str] | None =
         raise SuiteError(
             f"Unknown public suite {name!r}; known: {', '.join(sorted(PUBLIC_SUITES))}."
         )
-    revs = _select(spec, revisions) if revisions is not None else list(spec.revisions)
-    if not revs:
-        raise SuiteError(f"No revisions selected for suite {name!r}; pass at least one.")
-    refs = subsample([_ref(spec, r) for r in revs], every)
-    return Suite(name=spec.name, description=spec.description, checkpoints=refs,
-                 chat=_chat_ref(spec))
+    selection = selection or RevisionSelection()
+    revs = sorted([*spec.revisions, *_parsed(spec, selection.revisions or ())],
+                  key=lambda r: r.step)
+    suite = Suite(name=spec.name, description=spec.description,
+                  checkpoints=tuple(_ref(spec, r) for r in revs), chat=_chat_ref(spec))
+    return select_revisions(suite, selection)

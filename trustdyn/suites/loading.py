@@ -2,7 +2,10 @@
 
 Every suite (built-in, SmolLM2, public hub suites, local folders, TOML files) ends here:
 ``AutoModelForCausalLM.from_pretrained(source, revision=..., dtype=...)`` plus the matching
-tokenizer, set up for batched last-token reads (left padding, a pad token).
+tokenizer, set up for batched last-token reads (left padding, a pad token). A ref's
+``trust_remote_code`` is passed to both calls (``False`` unless set, so a checkpoint's own
+code never runs unasked), and its ``layers`` path is recorded on the model for
+:func:`trustdyn.blocks.decoder_blocks`.
 
 Hub mirror. Setting ``TRUSTDYN_HUB_MIRROR=/path`` makes every hub checkpoint load from
 ``/path/<repo id>/<revision>/`` (``main`` when the ref has no revision) instead of the
@@ -29,18 +32,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from trustdyn.blocks import use_layers_path
 from trustdyn.provenance import hash_state_dict
+from trustdyn.schema import DEVICE_NAMES, DTYPE_NAMES
 from trustdyn.suites.base import CheckpointRef, SuiteError
 
 MIRROR_ENV = "TRUSTDYN_HUB_MIRROR"
 """Environment variable naming a local folder laid out as ``<repo id>/<revision>/``."""
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
+DEVICES = DEVICE_NAMES
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 # What transformers/safetensors raise for a missing, corrupt or unreachable checkpoint.
 # RuntimeError covers mismatched tensor shapes; CUDA out-of-memory is re-raised untouched.
@@ -146,22 +147,25 @@ def resolve_source(ref: CheckpointRef) -> tuple[str, str | None]:
     return str(folder), None
 
 
+def _advice(source: str, message: str) -> str:
+    """Say what to do about a checkpoint that failed to load with ``message``."""
+    if "trust_remote_code" in message:
+        return ("It ships its own modelling code; if you trust that code, turn it on with "
+                "--trust-remote-code or `trust_remote_code = true` in the suite or study file.")
+    if Path(source).is_dir():
+        return (f"The folder {source} is missing files or holds corrupt ones (it needs "
+                "config.json and the weights, e.g. model.safetensors); re-save or re-download it.")
+    return ("Check the repository id and revision, your network access and the Hugging Face "
+            "cache (HF_HUB_OFFLINE=1 allows only cached files); for an air-gapped machine, "
+            f"set {MIRROR_ENV} to a folder laid out as <repo>/<revision>/.")
+
+
 def _load_error(ref: CheckpointRef, source: str, error: BaseException) -> SuiteError:
     """Build the user-facing error for a checkpoint that failed to load."""
-    if Path(source).is_dir():
-        advice = (
-            f"The folder {source} is missing files or holds corrupt ones (it needs config.json "
-            "and the weights, e.g. model.safetensors); re-save or re-download it."
-        )
-    else:
-        advice = (
-            "Check the repository id and revision, your network access and the Hugging Face "
-            "cache (HF_HUB_OFFLINE=1 allows only cached files); for an air-gapped machine, "
-            f"set {MIRROR_ENV} to a folder laid out as <repo>/<revision>/."
-        )
     text = str(error).strip()
     first_line = text.splitlines()[0].rstrip(".") if text else type(error).__name__
-    return SuiteError(f"Could not load the {_describe(ref)}: {first_line}. {advice}")
+    return SuiteError(f"Could not load the {_describe(ref)}: {first_line}. "
+                      f"{_advice(source, text)}")
 
 
 def _load_model(ref: CheckpointRef, source: str, revision: str | None,
@@ -170,7 +174,8 @@ def _load_model(ref: CheckpointRef, source: str, revision: str | None,
     try:
         # With output_loading_info the call returns (model, info); its annotation does not say so.
         loaded: Any = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, dtype=options.torch_dtype(), output_loading_info=True
+            source, revision=revision, dtype=options.torch_dtype(), output_loading_info=True,
+            trust_remote_code=ref.trust_remote_code,
         )
     except torch.cuda.OutOfMemoryError:
         raise
@@ -184,6 +189,11 @@ def _load_model(ref: CheckpointRef, source: str, revision: str | None,
             f"The {_describe(ref)} is incomplete: {len(missing)} weight tensors are missing "
             f"({shown}) and would be random. Re-save or re-download it."
         )
+    if ref.layers is not None:
+        try:
+            use_layers_path(model, ref.layers)
+        except ValueError as error:
+            raise SuiteError(f"The {_describe(ref)}: {error}") from error
     return model
 
 
@@ -191,7 +201,8 @@ def _load_tokenizer(ref: CheckpointRef, source: str, revision: str | None
                     ) -> PreTrainedTokenizerBase:
     """Load the tokenizer set up for batched last-token reads: left padding, a pad token."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision,
+                                                  trust_remote_code=ref.trust_remote_code)
     except _LOAD_ERRORS as error:
         raise _load_error(ref, source, error) from error
     if tokenizer.pad_token is None:

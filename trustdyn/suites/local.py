@@ -18,6 +18,8 @@ TOML suites (:func:`toml_suite`) mix hub revisions and local folders::
 
     name = "my-suite"
     description = "Pythia-160M at three steps"
+    layers = "gpt_neox.layers"          # optional: dotted path to the decoder blocks
+    trust_remote_code = false           # optional: run the checkpoints' own model code
 
     [[checkpoints]]
     source = "EleutherAI/pythia-160m"   # hub id, or a path starting with ./ ../ / or ~
@@ -29,7 +31,9 @@ TOML suites (:func:`toml_suite`) mix hub revisions and local folders::
     [chat]                              # optional, same keys; step defaults to -1
     source = "./my-chat-model"
 
-Relative paths are resolved against the TOML file's folder.
+Relative paths are resolved against the TOML file's folder. ``layers`` (needed only when
+trustdyn cannot find the decoder blocks itself) and ``trust_remote_code`` (off unless set)
+apply to every checkpoint; a ``[[checkpoints]]`` or ``[chat]`` table may set its own.
 """
 
 from __future__ import annotations
@@ -267,8 +271,9 @@ def local_suite(folder: str | Path, *, name: str | None = None) -> Suite:
 
 # --- TOML suites ------------------------------------------------------------------------
 
-_TOML_TOP = {"name", "description", "checkpoints", "chat"}
-_TOML_CKPT = {"name", "source", "revision", "step", "tokens"}
+_TOML_LOADING = {"layers", "trust_remote_code"}
+_TOML_TOP = {"name", "description", "checkpoints", "chat", *_TOML_LOADING}
+_TOML_CKPT = {"name", "source", "revision", "step", "tokens", *_TOML_LOADING}
 
 
 def _toml_source(where: str, row: Mapping[str, Any], base: Path) -> str:
@@ -284,7 +289,19 @@ def _toml_source(where: str, row: Mapping[str, Any], base: Path) -> str:
     return str(path.resolve())
 
 
-def _toml_ref(path: Path, where: str, row: Any, suite: str, *, chat: bool) -> CheckpointRef:
+def _toml_loading(where: str, row: Mapping[str, Any], default: Mapping[str, Any]
+                  ) -> dict[str, Any]:
+    """Return the ``layers`` and ``trust_remote_code`` of a table (or the suite's)."""
+    trust = row.get("trust_remote_code", default.get("trust_remote_code", False))
+    if not isinstance(trust, bool):
+        raise SuiteError(f"{where}: field 'trust_remote_code' must be true or false, "
+                         f"got {trust!r}.")
+    layers = _str_field(where, row, "layers", required=False) or default.get("layers")
+    return {"layers": layers, "trust_remote_code": trust}
+
+
+def _toml_ref(path: Path, where: str, row: Any, suite: str, *, chat: bool,
+              loading: Mapping[str, Any]) -> CheckpointRef:
     if not isinstance(row, dict):
         raise SuiteError(f"{where}: expected a table, got {row!r}.")
     _check_keys(where, row, _TOML_CKPT)
@@ -297,7 +314,8 @@ def _toml_ref(path: Path, where: str, row: Any, suite: str, *, chat: bool) -> Ch
     name = _str_field(where, row, "name", required=False) or default_name
     return CheckpointRef(suite=suite, name=name, step=step, source=source, revision=revision,
                          tokens=_int_field(where, row, "tokens", required=False),
-                         is_chat=chat, extra={"toml": str(path)})
+                         is_chat=chat, extra={"toml": str(path)},
+                         **_toml_loading(where, row, loading))
 
 
 def toml_suite(path: str | Path) -> Suite:
@@ -322,10 +340,11 @@ def toml_suite(path: str | Path) -> Suite:
     rows = data.get("checkpoints")
     if not isinstance(rows, list) or not rows:
         raise SuiteError(f"{where}: needs at least one [[checkpoints]] table.")
-    refs = [_toml_ref(file, f"{where}: checkpoints[{i}]", row, name, chat=False)
-            for i, row in enumerate(rows)]
-    chat = (_toml_ref(file, f"{where}: [chat]", data["chat"], name, chat=True)
-            if "chat" in data else None)
+    loading = _toml_loading(where, data, {})
+    refs = [_toml_ref(file, f"{where}: checkpoints[{i}]", row, name, chat=False,
+                      loading=loading) for i, row in enumerate(rows)]
+    chat = (_toml_ref(file, f"{where}: [chat]", data["chat"], name, chat=True,
+                      loading=loading) if "chat" in data else None)
     names = [r.name for r in refs] + ([chat.name] if chat else [])
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

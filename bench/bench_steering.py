@@ -8,12 +8,21 @@ all of them alike:
 * ``idle-dispatchers`` — dispatcher hooks pinned with ``install_dispatchers`` but no
   steering active (the no-op cost a server pays for every unsteered user);
 * ``steered-newest``  — a vector added at the newest position (the paper's setting);
-* ``steered-all``     — a vector added at every position.
+* ``steered-all``     — a vector added at every position;
+
+and, as the baseline a user would write without trustdyn, transformers' ``generate``
+(greedy, exactly ``--new-tokens`` tokens):
+
+* ``hf-generate``      — no hooks;
+* ``hf-generate-hook`` — a plain ``register_forward_hook`` on the block that adds the
+  same vector at every position it sees (with the KV cache: the prompt once, then each
+  new token), the intervention of ``steered-all``.
 
 Uses SmolLM2-135M-Instruct if its converted folder exists under the generated data
 folder, else a random-init Llama of the same shape (576 wide, 30 blocks). Prints each
 condition's median time per generated token and its overhead over the baseline (the
-goal is ≤ 5 %), and optionally writes the numbers as JSON. Timings are wall-clock; on a
+goal is ≤ 5 %), ours against ``generate`` (unsteered and steered, same intervention),
+and optionally writes the numbers as JSON. Timings are wall-clock; on a
 shared machine run with more ``--repeats``.
 
     python -m bench.bench_steering --prompts 8 --new-tokens 32 --repeats 5
@@ -36,7 +45,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from trustdyn.blocks import n_blocks
+from trustdyn.blocks import decoder_blocks, n_blocks
 from trustdyn.generation import encode_prompt, token_stream
 from trustdyn.paths import generated_dir
 from trustdyn.steering import (
@@ -58,6 +67,10 @@ QUESTIONS = [
     "Can you keep a secret for me?",
     "Why is the sky blue?",
 ]
+
+
+ALPHA = 4.0
+"""Steering strength of every steered condition (speed does not depend on it)."""
 
 
 def load_model(seed: int) -> tuple[nn.Module, list[list[int]], str]:
@@ -90,8 +103,39 @@ def make_vector(model: nn.Module, layer: int, seed: int) -> SteeringVector:
 def run_all(model: nn.Module, prompts: list[list[int]], new_tokens: int,
             vector: SteeringVector | None, positions: Positions) -> list[list[int]]:
     """Generate ``new_tokens`` greedy tokens for every prompt; return the token ids."""
-    return [list(token_stream(model, ids, vector=vector, alpha=4.0, positions=positions,
+    return [list(token_stream(model, ids, vector=vector, alpha=ALPHA, positions=positions,
                               max_new_tokens=new_tokens)) for ids in prompts]
+
+
+def hf_generate_all(model: nn.Module, prompts: list[list[int]], new_tokens: int
+                    ) -> list[list[int]]:
+    """Greedy ``model.generate`` for every prompt, exactly ``new_tokens`` new tokens each."""
+    out = []
+    for ids in prompts:
+        with torch.no_grad():
+            tokens = model.generate(  # type: ignore[operator]
+                torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                pad_token_id=0)
+        out.append(tokens[0, len(ids):].tolist())
+    return out
+
+
+def hf_generate_hooked(model: nn.Module, prompts: list[list[int]], new_tokens: int,
+                       vector: SteeringVector, alpha: float) -> list[list[int]]:
+    """``model.generate`` with the forward hook a user would write: add α·v everywhere."""
+    delta = vector.delta(alpha)
+
+    def add(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (output[0] + delta, *output[1:])
+        return output + delta
+
+    handle = decoder_blocks(model)[vector.layer].register_forward_hook(add)
+    try:
+        return hf_generate_all(model, prompts, new_tokens)
+    finally:
+        handle.remove()
 
 
 def conditions(model: nn.Module, prompts: list[list[int]], new_tokens: int,
@@ -110,6 +154,9 @@ def conditions(model: nn.Module, prompts: list[list[int]], new_tokens: int,
         "idle-dispatchers": idle,
         "steered-newest": lambda: run_all(model, prompts, new_tokens, vector, "newest"),
         "steered-all": lambda: run_all(model, prompts, new_tokens, vector, "all"),
+        "hf-generate": lambda: hf_generate_all(model, prompts, new_tokens),
+        "hf-generate-hook": lambda: hf_generate_hooked(model, prompts, new_tokens, vector,
+                                                       ALPHA),
     }
 
 
@@ -158,6 +205,11 @@ def summarise(seconds: list[float], baseline: list[float], n_tokens: int) -> dic
     }
 
 
+def cpu_ratio(results: dict[str, Any], ours: str, theirs: str) -> float:
+    """Return the best CPU time of condition ``ours`` over that of ``theirs``."""
+    return float(results[ours]["cpu"]["min_s"] / results[theirs]["cpu"]["min_s"])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=8)
@@ -178,6 +230,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     outputs = {name: run() for name, run in runs.items()}  # warm-up, and a sanity check
     assert outputs["idle-dispatchers"] == outputs["unsteered"], "idle hooks changed the output"
+    # Same greedy decoding, so the baselines must produce the same tokens as ours.
+    same_as_generate = {
+        "unsteered": outputs["hf-generate"] == outputs["unsteered"],
+        "steered-all": outputs["hf-generate-hook"] == outputs["steered-all"],
+    }
     # Wall time is what a user waits; process CPU time is far less disturbed by other
     # processes competing for the cores, so both are reported.
     times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
@@ -225,7 +282,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"idle {hooks['estimated_idle_overhead_pct']:.2f}%, steered "
           f"{hooks['estimated_steered_overhead_pct']:.2f}%")
     print("goal: steered overhead <= 5% over unsteered")
-    report = {"benchmark": "steering", "env": env, "results": results, "hooks": hooks}
+    versus = {
+        "unsteered_vs_generate": cpu_ratio(results, "unsteered", "hf-generate"),
+        "steered_all_vs_generate_hook": cpu_ratio(results, "steered-all", "hf-generate-hook"),
+        "same_tokens_as_generate": same_as_generate,
+    }
+    print(f"against transformers' generate (CPU, best runs; < 1 = ours faster): unsteered "
+          f"{versus['unsteered_vs_generate']:.2f}x, steered at every position vs a plain "
+          f"forward hook {versus['steered_all_vs_generate_hook']:.2f}x; same tokens: "
+          f"{same_as_generate}")
+    report = {"benchmark": "steering", "env": env, "results": results, "hooks": hooks,
+              "versus_generate": versus}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

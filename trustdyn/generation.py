@@ -13,6 +13,7 @@ tokenised without adding special tokens again (chat templates already contain th
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Generator, Sequence
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from trustdyn.activations import left_pad, position_ids_from_mask
 from trustdyn.schema import Positions
@@ -291,6 +293,63 @@ def generate(
     return str(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
 
+def generate_greedy_batch(
+    model: nn.Module, tokenizer: Any, prompts: Sequence[str], *,
+    vector: SteeringVector | None = None, alpha: float = 0.0, positions: Positions = "newest",
+    max_new_tokens: int = 64, batch_size: int = 32,
+) -> list[str]:
+    """Return :func:`generate`'s greedy reply to each raw-text prompt, many per forward pass.
+
+    Prompts are left-padded (position ids counted from each row's first real token, pads
+    masked out) and decoded together over one KV cache; a row stops at its end-of-sequence
+    token. Steering covers what :func:`generate` steers: with ``positions="newest"`` the
+    prompt's last token and every new token. Replies equal :func:`generate`'s up to
+    float32 round-off in the logits (which can only matter at an exact tie).
+    """
+    stops = eos_token_ids(model, tokenizer)
+    replies: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
+        for ids in _greedy_rows(model, chunk, vector, alpha, positions, max_new_tokens, stops):
+            replies.append(str(tokenizer.decode(ids, skip_special_tokens=True,
+                                                clean_up_tokenization_spaces=False)))
+    return replies
+
+
+def _greedy_rows(model: nn.Module, prompts: list[list[int]], vector: SteeringVector | None,
+                 alpha: float, positions: Positions, max_new_tokens: int, stops: set[int]
+                 ) -> list[list[int]]:
+    """Return each prompt's greedy token ids (without the stop token), decoded as one batch."""
+    device = next(model.parameters()).device
+    ids, attention = left_pad(prompts, pad_id=0)
+    steer_mask = torch.zeros(ids.shape, dtype=torch.bool)
+    steer_mask[:, -1] = True  # left-padded: every prompt's last token is in the last column
+    where: Positions | torch.Tensor = steer_mask if positions == "newest" else positions
+    step_ids, step_pos = ids, position_ids_from_mask(attention)
+    out: list[list[int]] = [[] for _ in prompts]
+    running = [True] * len(prompts)
+    cache: Any = None
+    for _ in range(max_new_tokens):
+        steering = Steering(model, vector, alpha, positions=where)
+        with torch.inference_mode(), steering.hold(), steering.active():
+            output = model(input_ids=step_ids.to(device), attention_mask=attention.to(device),
+                           position_ids=step_pos.to(device), cache=cache, use_cache=True,
+                           logits_to_keep=1)
+        cache = _cache_of(output)
+        tokens = output.logits[:, -1].float().argmax(dim=-1).cpu()
+        for row, token in enumerate(tokens.tolist()):
+            running[row] = running[row] and token not in stops
+            if running[row]:
+                out[row].append(token)
+        if not any(running):
+            break
+        # Every later forward holds one new token per row: "newest" steers all of them.
+        where = "all"
+        step_ids, step_pos = tokens[:, None], step_pos[:, -1:] + 1
+        attention = torch.cat([attention, torch.ones((len(prompts), 1), dtype=torch.long)], 1)
+    return out
+
+
 def stream_generate(
     model: nn.Module, tokenizer: Any, prompt: Prompt, *, vector: SteeringVector | None = None,
     alpha: float = 0.0, positions: Positions = "newest", max_new_tokens: int = 64,
@@ -344,6 +403,7 @@ def batch_loglik(
     batch_size: int = 16,
     reduction: Literal["sum", "mean"] = "sum",
     progress: bool = False,
+    prompt_cache: PromptCache | None = None,
 ) -> np.ndarray:
     """Score ``log p(continuation | prompt)`` for each pair, batched, optionally steered.
 
@@ -367,6 +427,10 @@ def batch_loglik(
         reduction: ``"sum"`` of the continuation's token log-probabilities, or their
             ``"mean"`` per token (for perplexity, ``exp(-mean)``).
         progress: Show a progress bar over batches.
+        prompt_cache: Unsteered prompt states of ``model`` to reuse and extend (see
+            :class:`PromptCache`); used when nothing steers a prompt's tokens before its
+            last one (no vector, or ``positions="newest"``). Scores equal those without it
+            up to float32 round-off.
 
     Returns:
         ``[n]`` float64 scores.
@@ -386,19 +450,30 @@ def batch_loglik(
         raise GenerationError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
     pairs = [_encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations, strict=True)]
     trims = "logits_to_keep" in inspect.signature(model.forward).parameters
+    # Only an unsteered prefix is the same under every condition (see PromptCache).
+    shared = prompt_cache if vector is None or positions == "newest" else None
+    if shared is not None and shared.model is not model:
+        raise GenerationError("The prompt cache holds another model's states.")
     scores = np.empty(len(pairs), dtype=np.float64)
     starts = range(0, len(pairs), batch_size)
     for start in tqdm(starts, desc="log-likelihood", disable=not progress):
         chunk = pairs[start:start + batch_size]
-        sums, counts = _score_batch(model, chunk, vector, alpha, positions, trims)
+        sums, counts = (_score_batch(model, chunk, vector, alpha, positions, trims)
+                        if shared is None else _score_cached(model, chunk, shared, vector, alpha))
         scores[start:start + len(chunk)] = sums / counts if reduction == "mean" else sums
     return scores
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _token_ids(tokenizer: Any, text: str, special: bool) -> tuple[int, ...]:
+    """Return ``text``'s token ids; cached, as every steering condition scores the same texts."""
+    return tuple(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
 def _encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
     """Return (prompt ids, continuation ids) or raise when either is empty."""
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    cont_ids = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    prompt_ids = list(_token_ids(tokenizer, prompt, True))
+    cont_ids = list(_token_ids(tokenizer, continuation, False))
     if not prompt_ids:
         raise GenerationError(
             f"Prompt {prompt!r} is empty after tokenisation and the tokenizer adds no BOS "
@@ -459,3 +534,117 @@ def _last_logits(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor,
     if trims:
         return model(**inputs, logits_to_keep=keep).logits
     return model(**inputs).logits[:, -keep:]
+
+
+# --------------------------------------------------------------------------- shared prompts
+
+_KV = list[tuple[torch.Tensor, torch.Tensor]]
+"""One sequence's keys and values, per layer ``[1, heads, tokens, head_dim]``."""
+
+
+class PromptCache:
+    """Unsteered keys and values of prompt prefixes, computed once and reused.
+
+    With no steering, or with ``positions="newest"``, nothing steers a prompt's tokens
+    before its last one, so their keys and values are the same under every steering
+    condition: :func:`batch_loglik` computes them once per distinct prefix and then runs
+    only each prompt's last token and its continuation over them — the repeated chat
+    template and question, most of a likelihood's cost, are not recomputed for every
+    answer, strength, layer and vector. Prefixes beyond ``max_bytes`` are recomputed
+    whenever they are used.
+    """
+
+    def __init__(self, model: nn.Module, max_bytes: int = 1 << 29) -> None:
+        """Start empty for ``model`` (its states only)."""
+        self.model = model
+        self.max_bytes = max_bytes
+        self._states: dict[tuple[int, ...], _KV] = {}
+        self._bytes = 0
+
+    def states(self, prefixes: Sequence[tuple[int, ...]]) -> list[_KV]:
+        """Return each non-empty prefix's states, computing the missing ones in one batch."""
+        missing = list(dict.fromkeys(p for p in prefixes if p not in self._states))
+        fresh = dict(zip(missing, _prefix_states(self.model, missing), strict=True))
+        for prefix, kv in fresh.items():
+            size = sum(k.nbytes + v.nbytes for k, v in kv)
+            if self._bytes + size <= self.max_bytes:
+                self._states[prefix] = kv
+                self._bytes += size
+        return [self._states[p] if p in self._states else fresh[p] for p in prefixes]
+
+
+def _prefix_states(model: nn.Module, prefixes: list[tuple[int, ...]]) -> list[_KV]:
+    """Return the unsteered states of non-empty ``prefixes`` from one left-padded forward."""
+    if not prefixes:
+        return []
+    device = next(model.parameters()).device
+    ids, attention = left_pad(prefixes, pad_id=0)
+    with torch.inference_mode():
+        output = model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                       position_ids=position_ids_from_mask(attention).to(device),
+                       use_cache=True)
+    layers = [(keys, values) for keys, values, *_ in _cache_of(output)]
+    width = ids.shape[1]
+    # Copies: a view would keep the whole batch's tensors alive in the cache.
+    return [[(k[row:row + 1, :, width - len(p):].clone(),
+              v[row:row + 1, :, width - len(p):].clone()) for k, v in layers]
+            for row, p in enumerate(prefixes)]
+
+
+def _score_cached(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
+                  cache: PromptCache, vector: SteeringVector | None, alpha: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Return what :func:`_score_batch` returns, reusing the prompts' prefix states.
+
+    Each prompt's last token and continuation run over its prefix states from ``cache``:
+    prefix states are left-padded into one cache and the suffixes (last prompt token +
+    continuation) right-padded after it, with every real token at its own position; the
+    whole suffix is steered, which is what ``positions="newest"`` steers.
+    """
+    device = next(model.parameters()).device
+    prefixes = [tuple(p[:-1]) for p, _ in pairs]
+    states = cache.states([p for p in prefixes if p])
+    past = max(len(p) for p in prefixes)
+    suffixes = [[p[-1], *c] for p, c in pairs]
+    ids, attention = _right_pad(suffixes)  # [b, s]
+    attention = torch.cat([left_pad(prefixes, pad_id=0)[1], attention], dim=1)
+    positions = torch.tensor([len(p) for p in prefixes])[:, None] + torch.arange(ids.shape[1])
+    kv = DynamicCache(ddp_cache_data=_left_padded(states, prefixes, past)) if past else None
+    steering = Steering(model, vector, alpha, positions="all")
+    with torch.inference_mode(), steering.hold(), steering.active():
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                       position_ids=positions.to(device), cache=kv, use_cache=past > 0).logits
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts suffix[1:]
+    token_lp = logprobs.gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+    scored = attention[:, past + 1:].bool()
+    token_lp = torch.where(scored, token_lp, torch.zeros_like(token_lp))
+    return token_lp.double().sum(dim=1).numpy(), scored.sum(dim=1).double().numpy()
+
+
+def _right_pad(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into ``ids [b, s]`` and ``mask [b, s]`` (pads are id 0)."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return ids, mask
+
+
+def _left_padded(states: list[_KV], prefixes: list[tuple[int, ...]], past: int
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Stack per-prefix states (empty prefixes have none) into left-padded ``[b, ...]`` layers."""
+    template = states[0]
+    rows = iter(states)
+    per_row = [next(rows) if p else None for p in prefixes]
+    layers = []
+    for layer, (k0, v0) in enumerate(template):
+        keys = k0.new_zeros((len(prefixes), k0.shape[1], past, k0.shape[3]))
+        values = v0.new_zeros((len(prefixes), v0.shape[1], past, v0.shape[3]))
+        for row, kv in enumerate(per_row):
+            if kv is not None:
+                keys[row, :, past - kv[layer][0].shape[2]:] = kv[layer][0][0]
+                values[row, :, past - kv[layer][1].shape[2]:] = kv[layer][1][0]
+        layers.append((keys, values))
+    return layers

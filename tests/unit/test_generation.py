@@ -15,10 +15,12 @@ from tests.unit.test_steering import hook_count, make_vector
 from trustdyn.generation import (
     GenerationError,
     IncrementalDecoder,
+    PromptCache,
     batch_loglik,
     chat_prompt,
     encode_prompt,
     generate,
+    generate_greedy_batch,
     generate_ids,
     stream_generate,
 )
@@ -122,6 +124,20 @@ def test_newest_and_all_steer_differently(tiny_llama, tiny_tokenizer):
     newest = steered_ids(tiny_llama, tiny_tokenizer, vec, 0.1, positions="newest")
     everywhere = steered_ids(tiny_llama, tiny_tokenizer, vec, 0.1, positions="all")
     assert newest != everywhere
+
+
+@pytest.mark.parametrize("positions", ["newest", "all"])
+def test_batched_greedy_generation_matches_one_by_one(tiny_model, tiny_tokenizer, positions):
+    vec = make_vector(tiny_model, layer=1)
+    prompts = [PROMPT, "Hi", "Water boils at a temperature of", "a b c"]
+    for vector in (None, vec):
+        one_by_one = [generate(tiny_model, tiny_tokenizer, p, vector=vector, alpha=ALPHA,
+                               positions=positions, max_new_tokens=8) for p in prompts]
+        batched = generate_greedy_batch(tiny_model, tiny_tokenizer, prompts, vector=vector,
+                                        alpha=ALPHA, positions=positions, max_new_tokens=8,
+                                        batch_size=3)
+        assert batched == one_by_one
+    assert hook_count(tiny_model) == 0
 
 
 def test_stream_joins_to_generate(tiny_model, tiny_tokenizer):
@@ -276,6 +292,28 @@ def test_batch_loglik_under_steering(tiny_model, tiny_tokenizer):
     cached = [cached_loglik(tiny_model, tiny_tokenizer, vec, ALPHA, p, c)
               for p, c in zip(PROMPTS, CONTINUATIONS, strict=True)]
     np.testing.assert_allclose(batched["newest"], cached, rtol=1e-4, atol=1e-4)
+    assert hook_count(tiny_model) == 0
+
+
+def test_prompt_cache_scores_like_the_full_forward(tiny_model, tiny_tokenizer):
+    """The shared-prefix path equals full forwards: unsteered, steered (newest), reused."""
+    vec = make_vector(tiny_model, layer=1)
+    # Shared prompts (several answers per question) and a one-token prompt (no prefix).
+    prompts = [*PROMPTS, PROMPTS[0], PROMPTS[2], "a"]
+    conts = [*CONTINUATIONS, " Lyon, probably.", " No", " b c"]
+    cache = PromptCache(tiny_model)
+    for vector, alpha in ((None, 0.0), (vec, ALPHA), (vec, -ALPHA), (None, 0.0)):
+        kwargs = {"vector": vector, "alpha": alpha, "positions": "newest", "batch_size": 3}
+        full = batch_loglik(tiny_model, tiny_tokenizer, prompts, conts, **kwargs)
+        shared = batch_loglik(tiny_model, tiny_tokenizer, prompts, conts, prompt_cache=cache,
+                              **kwargs)
+        np.testing.assert_allclose(shared, full, rtol=1e-5, atol=1e-5)
+    only_bos = batch_loglik(tiny_model, tiny_tokenizer, ["a"], [" b c"], prompt_cache=cache)
+    np.testing.assert_allclose(only_bos, batch_loglik(tiny_model, tiny_tokenizer, ["a"],
+                                                      [" b c"]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(GenerationError, match="another model"):
+        batch_loglik(copy.deepcopy(tiny_model), tiny_tokenizer, ["a"], [" b"],
+                     prompt_cache=cache)
     assert hook_count(tiny_model) == 0
 
 

@@ -41,6 +41,7 @@ from trustdyn.evaluation.scoring import Scorer
 from trustdyn.evaluation.sources import VectorSource, direction_text, target_labels
 from trustdyn.evaluation.tasks import EvalTask, Metric, PerplexityGuard, ToxicityTask
 from trustdyn.findings import gain_probe_pairs, norm_controlled
+from trustdyn.generation import PromptCache
 from trustdyn.provenance import code_version
 from trustdyn.schema import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, NO_LAYER
 from trustdyn.stats import Correlation, pearson
@@ -111,6 +112,7 @@ class _Context:
     common: dict[str, Any]
     residual_norm: Mapping[int, float]
     control: Mapping[int, SteeringVector]
+    prompts: PromptCache
     rows: list[dict[str, Any]] = field(default_factory=list)
     control_tables: dict[tuple[int, float], dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -155,7 +157,7 @@ class _Context:
     def scorer(self, vector: SteeringVector | None = None, alpha: float = 0.0) -> Scorer:
         """Return a scorer of the target under one steering condition (the study's positions)."""
         return Scorer(self.model, self.tokenizer, vector, alpha, self.cfg.batch_size,
-                      self.cfg.positions)
+                      self.cfg.positions, self.prompts)
 
     def tables(self, scorer: Scorer, split: str) -> dict[str, np.ndarray]:
         """Return the task's item tables of ``split`` under ``scorer``."""
@@ -279,7 +281,7 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, task: EvalTask, guard: Pe
                    {"dev": dev_pass, "test": test_pass},
                    {"eval": cfg.to_dict(), "task": task.describe(), "primary": task.primary,
                     "positions": cfg.positions, "scaling": cfg.scaling},
-                   dict(residual_norm or {}), control.vectors)
+                   dict(residual_norm or {}), control.vectors, PromptCache(model))
     signs = target_labels(card)
     bar = tqdm(total=len(sources) * (len(signs) * len(layers) + 1), disable=not progress,
                desc=f"steer-eval {card.name}", unit="sweep", leave=False)

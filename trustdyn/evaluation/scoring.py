@@ -9,6 +9,7 @@ would have applied (the prompt's last token and every token after it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from trustdyn.generation import batch_loglik, chat_prompt, generate
+from trustdyn.generation import PromptCache, batch_loglik, chat_prompt, generate_greedy_batch
 from trustdyn.schema import Positions
 from trustdyn.steering import SteeringVector
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every steering condition renders the same items
 def chat_text(tokenizer: Any, user_message: str) -> str:
     """Render one user turn with the chat template, as a raw-text prompt for scoring.
 
@@ -66,6 +68,9 @@ class Scorer:
             desirable label; see :func:`trustdyn.steering.signed_alpha`).
         batch_size: Sequences per forward pass.
         positions: Where the vector is added, for scoring and generation alike.
+        prompt_cache: Unsteered prompt states shared by every condition of one evaluation
+            (likelihoods equal to float32 round-off; see
+            :class:`trustdyn.generation.PromptCache`).
 
     """
 
@@ -75,6 +80,7 @@ class Scorer:
     alpha: float = 0.0
     batch_size: int = 32
     positions: Positions = "newest"
+    prompt_cache: PromptCache | None = None
 
     def loglik(self, prompts: Sequence[str], continuations: Sequence[str], *,
                per_token: bool = False) -> np.ndarray:
@@ -91,7 +97,7 @@ class Scorer:
             self.model, self.tokenizer, [prompts[i] for i in order],
             [continuations[i] for i in order], vector=self.vector, alpha=self.alpha,
             positions=self.positions, batch_size=self.batch_size,
-            reduction="mean" if per_token else "sum",
+            reduction="mean" if per_token else "sum", prompt_cache=self.prompt_cache,
         )
         out = np.empty_like(scores)
         out[order] = scores
@@ -105,8 +111,6 @@ class Scorer:
 
     def continue_texts(self, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
         """Return greedy continuations of raw-text prompts under this steering condition."""
-        return [
-            generate(self.model, self.tokenizer, prompt, vector=self.vector, alpha=self.alpha,
-                     positions=self.positions, max_new_tokens=max_new_tokens)
-            for prompt in prompts
-        ]
+        return generate_greedy_batch(self.model, self.tokenizer, prompts, vector=self.vector,
+                                     alpha=self.alpha, positions=self.positions,
+                                     max_new_tokens=max_new_tokens, batch_size=self.batch_size)

@@ -8,13 +8,13 @@ turns, steering vectors, steering evaluations). Everything else in the project g
 parameters.
 
 Concurrency: DuckDB lets one process hold a file for writing and excludes readers from
-other processes while it does. So the pipeline (the only writer) holds the file only for
-the duration of one unit's transaction, and readers (the dashboard) open it read-only for
-one query at a time; both retry briefly on a lock conflict. A reader therefore never
-blocks the writer for more than one query, and sees only whole units. Reads attach the
-file to one in-memory DuckDB database kept for the life of the process, because starting
-a database costs more than most dashboard queries, while attaching a file costs a few
-milliseconds (see :func:`_read_cursor`).
+other processes while it does. So the pipeline (the only writer) holds the file only while
+it writes one checkpoint's computed units (a transaction each), and readers (the dashboard)
+open it read-only for one query at a time; both retry briefly on a lock conflict. A reader
+therefore never blocks the writer for more than one query, and sees only whole units.
+Reads attach the file to one in-memory DuckDB database kept for the life of the process,
+because starting a database costs more than most dashboard queries, while attaching a file
+costs a few milliseconds (see :func:`_read_cursor`).
 """
 
 from __future__ import annotations
@@ -288,12 +288,13 @@ class Store:
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"Cannot update checkpoint columns {sorted(unknown)}")
+        if not fields:
+            return
+        # One statement: each statement outside a transaction commits on its own.
+        assignments = ", ".join(f"{column} = ?" for column in fields)
         with self.writer() as con:
-            for column, value in fields.items():
-                con.execute(
-                    f"UPDATE checkpoints SET {column} = ? WHERE suite = ? AND checkpoint = ?",
-                    [value, suite, checkpoint],
-                )
+            con.execute(f"UPDATE checkpoints SET {assignments} WHERE suite = ? AND checkpoint = ?",
+                        [*fields.values(), suite, checkpoint])
 
     def put_datasets(self, cards: Sequence[Mapping[str, Any]]) -> None:
         """Insert or replace dataset rows from card dictionaries."""

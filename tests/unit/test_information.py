@@ -390,6 +390,17 @@ def assert_same_numbers(e, f) -> None:
         assert getattr(e, name) == pytest.approx(getattr(f, name), rel=1e-9, abs=1e-12), name
 
 
+def test_half_sample_errors_of_estimators_sharing_grams_equal_each_alone() -> None:
+    """Rényi and nHSIC share each half-sample's Gram subsets; neither may disturb the other."""
+    blocks, x, y = grid_inputs()
+    together = rows_by_key(information_grid(blocks, x, y, seed=1, n_permutations=3,
+                                            n_resamples=4))
+    for name in ("renyi", "nhsic", "nhsic_paper"):
+        for e in information_grid(blocks, x, y, seed=1, n_permutations=3, n_resamples=4,
+                                  estimators=[name]):
+            assert e.se == together[e.layer, e.estimator, e.quantity].se
+
+
 def test_ok_rows_carry_corrected_z_and_interval() -> None:
     blocks, x, y = grid_inputs()
     grid = information_grid(blocks, x, y, seed=1, n_permutations=5, n_resamples=6)

@@ -25,6 +25,7 @@ from trustdyn.probes import (
     fit_logistic_batched,
     fit_probe_grid,
     label_entropy_bits,
+    solver,
     standardise,
     weighted_auroc,
 )
@@ -153,6 +154,41 @@ def test_batched_solve_equals_per_layer_solves():
         torch.testing.assert_close(batched.weights[layer], alone.weights[0], atol=1e-4,
                                    rtol=1e-4)
         assert batched.n_iter[layer].tolist() == alone.n_iter[0].tolist()
+
+
+def _two_loop_recomputing(grad: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]
+                          ) -> torch.Tensor:
+    """The two-loop recursion as first written: every pair's scalars recomputed per call."""
+    q = grad.clone()
+    rhos, alphas = [], []
+    for s, y in reversed(pairs):
+        sy = (s * y).sum(dim=-1, keepdim=True)
+        rho = torch.where(sy > 0, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        alpha = rho * (s * q).sum(dim=-1, keepdim=True)
+        q -= alpha * y
+        rhos.append(rho)
+        alphas.append(alpha)
+    s, y = pairs[-1]
+    sy, yy = (s * y).sum(dim=-1, keepdim=True), (y * y).sum(dim=-1, keepdim=True)
+    q *= torch.where(sy > 0, sy / yy.clamp_min(1e-30), torch.ones_like(sy))
+    for (s, y), rho, alpha in zip(pairs, reversed(rhos), reversed(alphas), strict=True):
+        q += s * (alpha - rho * (y * q).sum(dim=-1, keepdim=True))
+    return -q
+
+
+def test_cached_pair_scalars_give_the_recomputed_direction_bit_for_bit():
+    """Each pair's 1/sᵀy and scale are computed once; directions must not move by one bit,
+    before and after the working set drops finished layers."""
+    gen = torch.Generator().manual_seed(0)
+    pairs = [(torch.randn(6, 2, 17, generator=gen), torch.randn(6, 2, 17, generator=gen))
+             for _ in range(7)]  # random pairs: some have sᵀy ≤ 0 and act as identity
+    grad = torch.randn(6, 2, 17, generator=gen)
+    history = [solver._Pair.of(s, y) for s, y in pairs]
+    assert torch.equal(solver._lbfgs_direction(grad, history), _two_loop_recomputing(grad, pairs))
+    rows = torch.tensor([0, 3, 5])
+    kept = [(s[rows], y[rows]) for s, y in pairs]
+    assert torch.equal(solver._lbfgs_direction(grad[rows], [p.take(rows) for p in history]),
+                       _two_loop_recomputing(grad[rows], kept))
 
 
 def test_planted_signal_metrics_and_control():

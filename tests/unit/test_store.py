@@ -77,6 +77,17 @@ def test_writing_block_opens_the_file_once_and_keeps_each_unit_atomic(
     assert store.checkpoints("s").set_index("checkpoint").loc["c0", "weight_hash"] == "abc"
 
 
+def test_update_checkpoint_sets_the_given_columns_only(store: Store) -> None:
+    store.update_checkpoint("s", "c1", weight_hash="h1", n_layers=4, hidden_size=128)
+    store.update_checkpoint("s", "c1")  # nothing to set: nothing changes
+    rows = store.checkpoints("s").set_index("checkpoint")
+    assert (rows.loc["c1", "weight_hash"], rows.loc["c1", "n_layers"],
+            rows.loc["c1", "hidden_size"]) == ("h1", 4, 128)
+    assert pd.isna(rows.loc["c0", "weight_hash"]) and rows.loc["c1", "train_loss"] == 1.0
+    with pytest.raises(ValueError, match="step"):
+        store.update_checkpoint("s", "c1", step=3)
+
+
 def test_failed_unit_leaves_nothing(store: Store) -> None:
     bad = [{"suite": "s", "checkpoint": "c0", "dataset": "d", "layer": "not a number"}]
     with pytest.raises(duckdb.Error):

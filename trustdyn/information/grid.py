@@ -388,24 +388,26 @@ def _half_sample_values(p: _Prepared, sel: _Selection, idx: torch.Tensor,
     out: dict[tuple[str, str], torch.Tensor] = {}
     codes = p.codes[idx]
     has_xt, has_ty = sel.has("I(X;T)"), sel.has("I(T;Y)")
+    # Each family's Grams are cut to the rows once: Rényi and nHSIC share the rule's.
+    rule = _subset(p.rule, idx)
+    paper = None if p.paper is None else _subset(p.paper, idx)
     if "renyi" in estimators:
-        g = _subset(p.rule, idx)
-        h_t = _entropy_from_spectrum(torch.linalg.eigvalsh(g.k_t), alpha)
+        h_t = _entropy_from_spectrum(torch.linalg.eigvalsh(rule.k_t), alpha)
         if has_xt:
-            h_x = _entropy_from_spectrum(torch.linalg.eigvalsh(g.k_x), alpha)
+            h_x = _entropy_from_spectrum(torch.linalg.eigvalsh(rule.k_x), alpha)
             h_xt = _entropy_from_spectrum(
-                torch.linalg.eigvalsh(g.k_x * sel.take(g.k_t, "I(X;T)")), alpha)
+                torch.linalg.eigvalsh(rule.k_x * sel.take(rule.k_t, "I(X;T)")), alpha)
             out["renyi", "I(X;T)"] = sel.scatter(h_x + sel.take(h_t, "I(X;T)") - h_xt,
                                                  "I(X;T)")
         if has_ty:
-            h_ty = _joint_entropy_with_labels(sel.take(g.k_t, "I(T;Y)"), codes, alpha)
+            h_ty = _joint_entropy_with_labels(sel.take(rule.k_t, "I(T;Y)"), codes, alpha)
             out["renyi", "I(T;Y)"] = sel.scatter(
                 sel.take(h_t, "I(T;Y)") + _label_entropy(codes, alpha) - h_ty, "I(T;Y)")
-    for name, grams, eps, fallback in (("nhsic", p.rule, ridge, False),
-                                       ("nhsic_paper", p.paper, PAPER_RIDGE, True)):
+    for name, grams, eps, fallback in (("nhsic", rule, ridge, False),
+                                       ("nhsic_paper", paper, PAPER_RIDGE, True)):
         if name not in estimators or grams is None:
             continue
-        r_x, r_t, r_y = _nhsic_resolvents(_subset(grams, idx), codes, sel, eps, fallback)
+        r_x, r_t, r_y = _nhsic_resolvents(grams, codes, sel, eps, fallback)
         if has_xt:
             out[name, "I(X;T)"] = sel.scatter(
                 _nhsic_from_resolvents(r_x, sel.take(r_t, "I(X;T)")), "I(X;T)")

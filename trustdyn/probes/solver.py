@@ -109,26 +109,47 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-problem inner product over the last axis: ``[L, K, p] × [L, K, p] → [L, K, 1]``."""
     return (a * b).sum(dim=-1, keepdim=True)
 
-def _lbfgs_direction(grad: torch.Tensor, s_hist: list[torch.Tensor], y_hist: list[torch.Tensor]
-                     ) -> torch.Tensor:
-    """Two-loop recursion, batched over problems; pairs with ``sᵀy ≤ 0`` act as identity."""
-    q = grad.clone()
-    rhos, alphas = [], []
-    for s, y in zip(reversed(s_hist), reversed(y_hist), strict=True):
+@dataclass(frozen=True)
+class _Pair:
+    """One L-BFGS correction pair with the scalars the two-loop recursion needs of it.
+
+    ``rho`` and ``gamma`` depend on the pair alone, so they are computed once when it
+    is made rather than in every later iteration that uses it (the solver's cost is
+    mostly the number of small tensor operations per iteration).
+    """
+
+    s: torch.Tensor  # [l, K, d + 1] step
+    y: torch.Tensor  # [l, K, d + 1] gradient change
+    rho: torch.Tensor  # [l, K, 1] 1 / sᵀy, or 0 where sᵀy ≤ 0 (the pair acts as identity)
+    gamma: torch.Tensor  # [l, K, 1] sᵀy / yᵀy (initial Hessian scale), or 1 where sᵀy ≤ 0
+
+    @classmethod
+    def of(cls, s: torch.Tensor, y: torch.Tensor) -> _Pair:
+        """Make the pair ``(s, y)`` with its scalars."""
         sy = _dot(s, y)
         rho = torch.where(sy > 0, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
-        alpha = rho * _dot(s, q)
-        q -= alpha * y
-        rhos.append(rho)
+        gamma = torch.where(sy > 0, sy / _dot(y, y).clamp_min(1e-30), torch.ones_like(sy))
+        return cls(s, y, rho, gamma)
+
+    def take(self, rows: torch.Tensor) -> _Pair:
+        """Return the pair restricted to ``rows`` of the layer axis."""
+        return _Pair(self.s[rows], self.y[rows], self.rho[rows], self.gamma[rows])
+
+def _lbfgs_direction(grad: torch.Tensor, history: list[_Pair]) -> torch.Tensor:
+    """Two-loop recursion, batched over problems; pairs with ``sᵀy ≤ 0`` act as identity."""
+    q = grad.clone()
+    alphas = []
+    for pair in reversed(history):
+        alpha = pair.rho * _dot(pair.s, q)
+        q -= alpha * pair.y
         alphas.append(alpha)
-    if s_hist:
-        sy, yy = _dot(s_hist[-1], y_hist[-1]), _dot(y_hist[-1], y_hist[-1])
-        q *= torch.where(sy > 0, sy / yy.clamp_min(1e-30), torch.ones_like(sy))
+    if history:
+        q *= history[-1].gamma
     else:
         # First step: steepest descent of unit length (curvature still unknown).
         q /= q.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    for s, y, rho, alpha in zip(s_hist, y_hist, reversed(rhos), reversed(alphas), strict=True):
-        q += s * (alpha - rho * _dot(y, q))
+    for pair, alpha in zip(history, reversed(alphas), strict=True):
+        q += pair.s * (alpha - pair.rho * _dot(pair.y, q))
     return -q
 
 @dataclass(frozen=True)
@@ -215,16 +236,14 @@ class _LbfgsState:
     grad: torch.Tensor  # [l, K, d + 1]
     n_iter: torch.Tensor  # [l, K]
     active: torch.Tensor  # [l, K] bool
-    s_hist: list[torch.Tensor]
-    y_hist: list[torch.Tensor]
+    history: list[_Pair]
 
     def subset(self, rows: torch.Tensor) -> _LbfgsState:
         """Return the state restricted to ``rows`` of the layer axis (copies ``x``)."""
         return _LbfgsState(
             layers=self.layers[rows], x=self.x[rows], theta=self.theta[rows], z=self.z[rows],
             f=self.f[rows], grad=self.grad[rows], n_iter=self.n_iter[rows],
-            active=self.active[rows], s_hist=[h[rows] for h in self.s_hist],
-            y_hist=[h[rows] for h in self.y_hist],
+            active=self.active[rows], history=[pair.take(rows) for pair in self.history],
         )
 
     def write_into(self, theta: torch.Tensor, n_iter: torch.Tensor, grad_max: torch.Tensor
@@ -237,7 +256,7 @@ class _LbfgsState:
 def _lbfgs_step(state: _LbfgsState, y: torch.Tensor, lam: float, tol: float) -> None:
     """Advance every active problem by one L-BFGS iteration (two passes over ``x``)."""
     active = state.active[..., None]
-    direction = _lbfgs_direction(state.grad, state.s_hist, state.y_hist) * active
+    direction = _lbfgs_direction(state.grad, state.history) * active
     ray = _Ray(z=state.z, u=_logits(direction, state.x), w=state.theta[..., :-1],
                dw=direction[..., :-1], y=y, lam=lam)
     step, state.f = _line_search(ray, state.f,
@@ -247,9 +266,8 @@ def _lbfgs_step(state: _LbfgsState, y: torch.Tensor, lam: float, tol: float) -> 
     state.z = state.z + step_ * ray.u
     new_grad = _gradient(state.z, state.theta, state.x, y, lam)
     # Finished problems contribute zero pairs, which the two-loop treats as identity.
-    state.s_hist.append(step_ * direction)
-    state.y_hist.append((new_grad - state.grad) * active)
-    del state.s_hist[:-_LBFGS_MEMORY], state.y_hist[:-_LBFGS_MEMORY]
+    state.history.append(_Pair.of(step_ * direction, (new_grad - state.grad) * active))
+    del state.history[:-_LBFGS_MEMORY]
     state.n_iter += state.active.long()
     state.grad = new_grad
     # A problem whose line search found no decrease cannot progress in float32: stop it.
@@ -285,7 +303,7 @@ def fit_logistic_batched(x: torch.Tensor, y: torch.Tensor, *, C: float = 1.0,  #
         layers=torch.arange(n_layers, device=x.device), x=x, theta=theta, z=z,
         f=_mean_log_loss(z, y) + _penalty(theta[..., :-1], lam), grad=grad,
         n_iter=torch.zeros((n_layers, y.shape[0]), dtype=torch.long, device=x.device),
-        active=grad.abs().amax(dim=-1) > tol, s_hist=[], y_hist=[],
+        active=grad.abs().amax(dim=-1) > tol, history=[],
     )
     out_theta, out_iter = theta.clone(), state.n_iter.clone()
     out_grad_max = torch.zeros(state.n_iter.shape, dtype=x.dtype, device=x.device)

@@ -27,6 +27,7 @@ from trustdyn.suites.builtin_chat import (
     boolq_pairs,
     collate,
     encode_pair,
+    encode_pairs,
     gloss_pairs,
     parse_gloss,
     question_prompt,
@@ -301,6 +302,34 @@ def test_loss_mask_truncation_keeps_answer(tokenizer):
     assert len(ids) == len(labels) == 16
     assert tokenizer.decode([t for t, lab in zip(ids, labels, strict=True)
                              if lab != IGNORE_INDEX]) == NO + "</s>"
+
+
+def test_encode_pairs_equals_rendering_and_tokenising_each_pair(tokenizer):
+    pairs = [ChatPair("Is the sky blue?", YES), ChatPair('Explain "a {{ x }}" \0prompt\0', "Def."),
+             ChatPair("word " * 40, NO)]
+
+    def one(pair: ChatPair, generation_prompt: bool) -> list[int]:
+        messages = [{"role": "user", "content": pair.prompt}]
+        if not generation_prompt:
+            messages.append({"role": "assistant", "content": pair.answer})
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    for max_len in (512, 16):
+        expected = []
+        for pair in pairs:
+            prompt, full = one(pair, True), one(pair, False)
+            labels = [IGNORE_INDEX] * len(prompt) + full[len(prompt):]
+            expected.append((full[-max_len:], labels[-max_len:]))
+        assert encode_pairs(tokenizer, pairs, max_len) == expected
+
+
+def test_encode_pairs_refuses_a_template_that_rewrites_contents():
+    clone = train_tokenizer(TEXTS, vocab_size=320)
+    clone.chat_template = "{% for m in messages %}{{ m['content'] | upper }}{% endfor %}"
+    with pytest.raises(ValueError, match="verbatim"):
+        encode_pairs(clone, [ChatPair("Is it?", YES)], 512)
 
 
 def test_collate_right_pads_with_masks():

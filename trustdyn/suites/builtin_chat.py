@@ -129,21 +129,65 @@ def encode_pair(tokenizer: PreTrainedTokenizerFast, pair: ChatPair,
         Too-long examples keep their answer and lose the start of the prompt.
 
     """
-    prompt_ids = _chat_ids(tokenizer, [{"role": "user", "content": pair.prompt}], True)
-    full_ids = _chat_ids(tokenizer, [{"role": "user", "content": pair.prompt},
-                                     {"role": "assistant", "content": pair.answer}], False)
+    return encode_pairs(tokenizer, [pair], max_len)[0]
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerFast, pairs: Sequence[ChatPair],
+                 max_len: int) -> list[tuple[list[int], list[int]]]:
+    """Return :func:`encode_pair` of every pair, tokenised in one batch call.
+
+    The template is rendered once with placeholder contents and filled in per pair, and
+    every text goes through the tokenizer in a single call: rendering and tokenising
+    pair by pair cost about 0.7 ms of CPU each, seconds over the chat stage's pairs.
+    """
+    prompt_layout, full_layout = _chat_layouts(tokenizer)
+    texts = [_fill(layout, pair) for pair in pairs for layout in (prompt_layout, full_layout)]
+    ids = [e.ids for e in tokenizer.backend_tokenizer.encode_batch_fast(
+        texts, add_special_tokens=False)]
+    return [_masked(prompt_ids, full_ids, max_len)
+            for prompt_ids, full_ids in zip(ids[::2], ids[1::2], strict=True)]
+
+
+# NUL-delimited, so no rendered template text is mistaken for a placeholder.
+_PROMPT_SLOT, _ANSWER_SLOT = "\0prompt\0", "\0answer\0"
+_SLOTS = re.compile(f"{re.escape(_PROMPT_SLOT)}|{re.escape(_ANSWER_SLOT)}")
+
+
+def _chat_layouts(tokenizer: PreTrainedTokenizerFast) -> tuple[str, str]:
+    """Render the prompt (with generation prompt) and the full turn pair with placeholders.
+
+    Raises:
+        ValueError: if the template does not insert each message's content once, verbatim.
+
+    """
+    user = {"role": "user", "content": _PROMPT_SLOT}
+    prompt = _render(tokenizer, [user], True)
+    full = _render(tokenizer, [user, {"role": "assistant", "content": _ANSWER_SLOT}], False)
+    if prompt.count(_PROMPT_SLOT) != 1 or _SLOTS.findall(full) != [_PROMPT_SLOT, _ANSWER_SLOT]:
+        raise ValueError("The chat template must insert each message's content once, "
+                         "verbatim, for the loss mask to be computed.")
+    return prompt, full
+
+
+def _render(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, str]],
+            add_generation_prompt: bool) -> str:
+    return str(tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt))
+
+
+def _fill(layout: str, pair: ChatPair) -> str:
+    # One pass, so a placeholder-like string inside a prompt is never substituted again.
+    values = {_PROMPT_SLOT: pair.prompt, _ANSWER_SLOT: pair.answer}
+    return _SLOTS.sub(lambda match: values[match.group()], layout)
+
+
+def _masked(prompt_ids: list[int], full_ids: list[int], max_len: int
+            ) -> tuple[list[int], list[int]]:
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("The chat template does not render the prompt as a prefix of the "
                          "conversation; the loss mask would be wrong.")
     labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids):]
     return full_ids[-max_len:], labels[-max_len:]
-
-
-def _chat_ids(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, str]],
-              add_generation_prompt: bool) -> list[int]:
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
-    return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
 
 
 def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int
@@ -184,7 +228,7 @@ def finetune(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
         The training loss of every step.
 
     """
-    encoded = [encode_pair(tokenizer, p, max_len) for p in pairs]
+    encoded = encode_pairs(tokenizer, pairs, max_len)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -210,7 +254,7 @@ def finetune(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     return losses
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def answer_logprobs(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
                     prompts: Sequence[str], answer: str, batch_size: int = 64) -> torch.Tensor:
     """Return log p(answer + ``</s>`` | chat prompt) for each prompt, ``[len(prompts)]``."""
@@ -219,7 +263,7 @@ def answer_logprobs(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     model.eval()
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start: start + batch_size]
-        batch = collate([encode_pair(tokenizer, ChatPair(p, answer), 1 << 30) for p in chunk],
+        batch = collate(encode_pairs(tokenizer, [ChatPair(p, answer) for p in chunk], 1 << 30),
                         pad_id)
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits  # [b, t, vocab]

@@ -134,7 +134,7 @@ def optimizer_step(model: LlamaForCausalLM, optimizer: torch.optim.Optimizer,
     return loss
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def heldout_loss(model: LlamaForCausalLM, blocks: torch.Tensor, batch_size: int = 32) -> float:
     """Return the mean next-token loss over held-out ``blocks`` ``[n, seq_len]``."""
     was_training = model.training
@@ -245,7 +245,7 @@ class PretrainRun:
             group["lr"] = self.preset.lr_at(step)
         return float(optimizer_step(self.model, self.optimizer, self.batch(step)).item())
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _initial_train_loss(self) -> float:
         # Step 0 has no optimiser step; log the loss of the first batch at initialisation.
         batch = self.batch(1)

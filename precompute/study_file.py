@@ -57,9 +57,9 @@ EXECUTORS = ("local", "ray")
 _CARD_KEYS = ("dimension", "label1_meaning", "label0_meaning", "desirable_label",
               "harmful_label", "source", "upstream", "license", "notes")
 _READ_KEYS = ("text_column", "label_column", "group_column", "on_conflict")
-_SIZE_KEYS = ("n_per_dataset", "info_n", "test_fraction", "seed", "batch_size", "max_length",
-              "n_bootstrap", "n_permutations", "n_resamples", "info_x", "stages", "layers",
-              "steer_eval", "steer_scaling", "steer_positions")
+# Every StudyConfig field is a [sizes] key, except those other sections set.
+_SIZE_KEYS = tuple(f.name for f in dataclasses.fields(StudyConfig)
+                   if f.name not in ("datasets", "user_datasets", "device", "dtype"))
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "suite": ("name", "preset"),
     "revisions": ("names", "steps", "every", "log_spaced"),

@@ -48,10 +48,13 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--steer-positions", choices=("newest", "all"), default=None,
                      help="where the steering evaluation adds a vector (newest: the "
                      "prompt's last token and every token after it, the default)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where checkpoints run (default: this machine)")
+    run.add_argument("--workers", type=_workers, default=1,
+                     help="local executor: checkpoints computed at once, each in its own "
+                     "process with an equal share of the threads (default 1: this process)")
     ray = run.add_argument_group(
         "Ray executor", "one task per checkpoint on a Ray cluster (optional extra: ray>=2.40)")
-    ray.add_argument("--executor", choices=("local", "ray"), default="local",
-                     help="where checkpoints run (default: this process)")
     ray.add_argument("--ray-address", default=None,
                      help="cluster to join, e.g. auto (default: start a local one)")
     ray.add_argument("--cpus-per-task", type=float, default=1.0)
@@ -72,6 +75,9 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
                        help=_db_help())
     study.add_argument("--no-smollm2", action="store_true",
                        help="skip SmolLM2-135M-Instruct (its vectors feed the live chat demo)")
+    study.add_argument("--workers", type=_workers, default=None,
+                       help="built-in suite: checkpoints computed at once in one-thread worker "
+                       "processes (default: one per torch thread, at most 4)")
     study.add_argument("--quiet", action="store_true", help="no progress bars")
     study.set_defaults(handler=_study)
 
@@ -79,6 +85,12 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("--db", type=Path, required=True, help="the merged study file")
     merge.add_argument("shards", type=Path, nargs="+", help="shard study files")
     merge.set_defaults(handler=_merge)
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers: give 1 or more")
+    return int(text)
 
 
 def _suite_args(parser: argparse.ArgumentParser) -> None:
@@ -169,8 +181,9 @@ def _run(args: argparse.Namespace) -> int:
     from trustdyn.findings import summarise_probes
 
     shard = Shard.parse(args.shard)
-    if args.executor == "ray" and shard.count > 1:
-        raise SystemExit("--executor ray schedules every checkpoint itself; drop --shard")
+    if args.executor == "ray" and (shard.count > 1 or args.workers != 1):
+        raise SystemExit("--executor ray schedules every checkpoint itself; drop --shard "
+                         "and --workers")
     suite, store, config = _resolve(args)
     if args.executor == "ray":
         from precompute.ray_executor import RayOptions, run_study_ray
@@ -181,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
                                delete_after=args.delete_after)
     else:
         report = run_study(suite, store, config, shard=shard, progress=not args.quiet,
-                           delete_after=args.delete_after)
+                           delete_after=args.delete_after, workers=args.workers)
     print(f"{suite.name}: {report.written} units written, {report.skipped} already done "
           f"-> {store.path}")
     for checkpoint, reason in report.failures or []:
@@ -213,6 +226,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    import torch
+
     from precompute.pipeline import run_study
     from precompute.study import sizes_for, study_config
     from trustdyn.findings import summarise_probes
@@ -222,18 +237,20 @@ def _study(args: argparse.Namespace) -> int:
 
     store = Store(args.db or default_study_path())
     progress = not args.quiet
+    # The built-in model is small: one-thread processes use the cores better than threads.
+    workers = args.workers or min(4, torch.get_num_threads())
     # Suites are loaded when their turn comes: the built-in results appear before SmolLM2's
-    # one-off GGUF conversion runs.
-    runs: list[tuple[Callable[[], Suite], StudyConfig]] = [
-        (lambda: pretrain(args.preset, progress=progress), study_config(args.preset))
+    # one-off GGUF conversion runs. SmolLM2 is one checkpoint: nothing to spread.
+    runs: list[tuple[Callable[[], Suite], StudyConfig, int]] = [
+        (lambda: pretrain(args.preset, progress=progress), study_config(args.preset), workers)
     ]
     if not args.no_smollm2:
         runs.append((lambda: smollm2_suite(progress=progress),
-                     study_config(sizes_for(SMOLLM2_SUITE, args.preset))))
+                     study_config(sizes_for(SMOLLM2_SUITE, args.preset)), 1))
     failed = False
-    for load, config in runs:
+    for load, config, n_workers in runs:
         suite = load()
-        report = run_study(suite, store, config, progress=progress)
+        report = run_study(suite, store, config, progress=progress, workers=n_workers)
         print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
         for checkpoint, reason in report.failures or []:
             print(f"  FAILED {checkpoint}: {reason}")

@@ -65,7 +65,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "revisions": ("names", "steps", "every", "log_spaced"),
     "datasets": ("builtin", "file", "hub"),
     "sizes": ("preset", *_SIZE_KEYS),
-    "run": ("db", "device", "dtype", "executor", "ray_address", "cpus_per_task",
+    "run": ("db", "device", "dtype", "executor", "workers", "ray_address", "cpus_per_task",
             "gpus_per_task", "max_retries"),
     "model": ("trust_remote_code", "layers", "delete_after"),
 }
@@ -107,7 +107,8 @@ class RunSection:
 
     Attributes:
         db: The DuckDB study file (absolute); ``None`` = the default study file.
-        executor: ``local`` (this process) or ``ray`` (one task per checkpoint).
+        executor: ``local`` (this machine) or ``ray`` (one task per checkpoint).
+        workers: Local executor: checkpoints computed at once in worker processes.
         ray_address: Ray cluster to join (``auto``...); ``None`` starts a local one.
         cpus_per_task: CPUs each Ray task reserves.
         gpus_per_task: GPUs each Ray task reserves.
@@ -116,6 +117,7 @@ class RunSection:
 
     db: Path | None = None
     executor: str = "local"
+    workers: int = 1
     ray_address: str | None = None
     cpus_per_task: float = 1.0
     gpus_per_task: float = 0.0
@@ -406,6 +408,7 @@ def _run_section(reader: _Reader, table: dict[str, Any]) -> tuple[RunSection, di
     number = (int, float)
     section = RunSection(
         db=reader.path(db) if db else None, executor=executor,
+        workers=reader.get(table, "workers", int, where, 1),
         ray_address=reader.get(table, "ray_address", str, where, "") or None,
         cpus_per_task=float(reader.get(table, "cpus_per_task", number, where, 1.0)),
         gpus_per_task=float(reader.get(table, "gpus_per_task", number, where, 0.0)),
@@ -413,6 +416,9 @@ def _run_section(reader: _Reader, table: dict[str, Any]) -> tuple[RunSection, di
     )
     if section.cpus_per_task <= 0 or section.gpus_per_task < 0 or section.max_retries < 0:
         reader.add(where, "cpus_per_task must be > 0, gpus_per_task and max_retries >= 0")
+    if section.workers < 1 or (section.workers > 1 and executor == "ray"):
+        reader.add(where, f"workers must be >= 1 and only with executor = 'local' (Ray "
+                   f"schedules its own tasks), got {section.workers}")
     loading = {key: reader.get(table, key, str, where, "") for key in ("device", "dtype")}
     return section, {k: v for k, v in loading.items() if v}
 
@@ -545,7 +551,7 @@ def check_study_args(args: argparse.Namespace) -> None:
         raise StudyFileError(study.source, ["[run] executor = 'ray' schedules every "
                                             "checkpoint itself; drop --shard"])
     args.study_file = study
-    args.executor, args.ray_address = run.executor, run.ray_address
+    args.executor, args.ray_address, args.workers = run.executor, run.ray_address, run.workers
     args.cpus_per_task, args.gpus_per_task = run.cpus_per_task, run.gpus_per_task
     args.max_retries, args.delete_after = run.max_retries, study.model.delete_after
 

@@ -127,7 +127,20 @@ def test_reader_is_not_blocked_while_pipeline_writes(smoke_suite: Suite, config,
     assert missing_units(smoke_suite, store, config) == []
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_worker_processes_write_the_same_study(reference: Store, smoke_suite: Suite,
+                                               config, tmp_path: Path) -> None:
+    store = Store(tmp_path / "workers.duckdb")
+    report = run_study(smoke_suite, store, config, progress=False, workers=2)
+    assert report.written == len(reference.finished_units(smoke_suite.name))
+    assert_same_study(reference, store)
+
+
+def test_workers_must_be_positive(smoke_suite: Suite, config, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        run_study(smoke_suite, Store(tmp_path / "s.duckdb"), config, progress=False, workers=0)
+
+
+@pytest.mark.parametrize("executor", ["local", "processes", "ray"])
 def test_corrupt_checkpoint_is_reported_and_the_rest_proceed(
         reference: Store, smoke_suite: Suite, config, tmp_path: Path,
         request: pytest.FixtureRequest, executor: str) -> None:
@@ -146,7 +159,8 @@ def test_corrupt_checkpoint_is_reported_and_the_rest_proceed(
 
         report = run_study_ray(suite, store, config, progress=False, suite_stages=())
     else:
-        report = run_study(suite, store, config, progress=False, suite_stages=())
+        report = run_study(suite, store, config, progress=False, suite_stages=(),
+                           workers=2 if executor == "processes" else 1)
     assert [name for name, _ in report.failures or []] == [broken.name]
     assert "re-save or re-download" in (report.failures or [])[0][1]
     assert {u.checkpoint for u in missing_units(suite, store, config)} == {broken.name}

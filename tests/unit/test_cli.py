@@ -85,6 +85,15 @@ def test_app_rejects_a_bad_port_naming_the_fix(port, capsys):
     assert f"{port!r} is not a port: give a number 1-65535" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "study"])
+def test_workers_must_be_a_positive_number(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--workers", "0"])
+    assert exit_info.value.code == 2
+    assert "'0' is not a number of workers: give 1 or more" in capsys.readouterr().err
+    assert build_parser().parse_args([command, "--workers", "3"]).workers == 3
+
+
 def test_generated_files_go_to_trustdyn_home_else_the_checkout(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv(paths.HOME_ENV, str(home))

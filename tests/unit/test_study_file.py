@@ -97,6 +97,7 @@ layers = [0, 0]
 [run]
 dtype = "bf16"
 executor = "slurm"
+workers = 0
 
 [model]
 trust_remote_code = "yes"
@@ -119,6 +120,7 @@ EXPECTED = [
     "[sizes]: layers must be distinct block indices",
     "[run]: dtype must be one of float32, float16, bfloat16, got 'bf16'",
     "[run]: executor must be one of local, ray, got 'slurm'",
+    "[run]: workers must be >= 1 and only with executor = 'local'",
     "[model]: trust_remote_code must be true or false, got a string 'yes'",
 ]
 

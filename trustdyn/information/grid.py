@@ -14,7 +14,6 @@ layers against its own input representation.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,7 +80,8 @@ def _map(fn: Callable[[ItemT], ResultT], items: Iterable[ItemT], workers: int
 
 
 def _default_workers() -> int:
-    return min(2, os.cpu_count() or 1)
+    # The process's torch thread budget: a study worker given one thread runs one here too.
+    return max(1, min(2, torch.get_num_threads()))
 
 # ---------------------------------------------------------------------------------------------
 # Permutation null

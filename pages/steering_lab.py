@@ -15,10 +15,12 @@ import pandas as pd
 import streamlit as st
 
 from pages import _common as common
-from trustdyn.dashboard import lab, tables
+from trustdyn.dashboard import coherence, lab, tables
 from trustdyn.store import Store
 
 HISTORY_KEY = "lab_history"
+OPENED_KEY = "lab_opened"
+"""The (model, source, dataset, direction) the sliders were last preset for."""
 
 
 @st.cache_resource(show_spinner="Loading the chat model (once per server)…", max_entries=3)
@@ -96,18 +98,53 @@ def steering_controls(spec: lab.ChatModelSpec, hidden: int, n_layers: int
     elif toward != desirable:
         st.caption(f"Note: the desirable direction for {dataset} is "
                    f"{_direction_label(desirable, meaning)}; you are steering the other way.")
+    layers = list(range(n_layers))
+    evidence = common.read(coherence.guard_evidence, spec, choice, dataset, int(toward))
+    preset = None
+    opened = (spec.label, choice.label, dataset, int(toward))
+    # Preselect once per opening, then the user rules; Streamlit drops the sliders' state
+    # when the page is left, so coming back is an opening too.
+    if st.session_state.get(OPENED_KEY) != opened or "lab_alpha" not in st.session_state:
+        st.session_state[OPENED_KEY] = opened
+        preset = coherence.preselection(evidence, int(toward), layers, lab.ALPHA_MAX)
+    strengths = strength_controls(layers, "units of this vector's σ", preset)
+    show_guard(evidence, strengths["layer"], strengths["alpha"])
     return {"choice": choice, "dataset": dataset, "toward": int(toward),
-            "dimension": str(card["dimension"]), "meaning": meaning,
-            **strength_controls(list(range(n_layers)), "units of σ")}
+            "dimension": str(card["dimension"]), "meaning": meaning, "evidence": evidence,
+            **strengths}
 
 
-def strength_controls(layers: list[int], unit: str) -> dict[str, Any]:
-    """Draw layer, strength and reply-length sliders; return their values."""
+def show_guard(evidence: coherence.GuardEvidence | coherence.NoEvaluation, layer: int,
+               alpha: float) -> None:
+    """Say what the study's steering evaluation measured for this vector, layer and α."""
+    if isinstance(evidence, coherence.NoEvaluation):
+        st.caption(f"Perplexity guard: {evidence.reason}, so the lab shows each answer's "
+                   "perplexity without a guard verdict.")
+        return
+    verdict, why = coherence.guard_verdict(evidence, layer, alpha)
+    lines = [coherence.describe_range(evidence, layer),
+             coherence.describe_recommendation(evidence, lab.ALPHA_MAX),
+             f"This setting: **{verdict}** ({why}).",
+             *(f"Note: {caveat}." for caveat in evidence.caveats)]
+    st.caption("  \n".join(lines))
+
+
+def strength_controls(layers: list[int], unit: str,
+                      preset: tuple[int, float] | None = None) -> dict[str, Any]:
+    """Draw layer, strength and reply-length sliders; return their values.
+
+    ``preset`` (layer, α) sets the first two (the evaluation's recommended setting when a
+    vector and dataset are opened); otherwise they keep the user's values, starting at the
+    middle layer and α 4.
+    """
+    if preset is not None:
+        st.session_state["lab_layer"], st.session_state["lab_alpha"] = preset
+    if st.session_state.get("lab_layer") not in layers:
+        st.session_state["lab_layer"] = layers[len(layers) // 2]
+    st.session_state.setdefault("lab_alpha", 4.0)
     left, mid, right = st.columns(3)
-    layer = left.select_slider("Layer", layers, value=layers[len(layers) // 2],
-                               key="lab_layer")
-    alpha = mid.slider(f"Strength α ({unit})", 0.0, lab.ALPHA_MAX, 4.0, 0.5,
-                       key="lab_alpha")
+    layer = left.select_slider("Layer", layers, key="lab_layer")
+    alpha = mid.slider(f"Strength α ({unit})", 0.0, lab.ALPHA_MAX, step=0.5, key="lab_alpha")
     tokens = right.slider("Reply length (tokens)", 8, lab.MAX_NEW_TOKENS, 64, 8,
                           key="lab_tokens")
     return {"layer": int(layer), "alpha": float(alpha), "max_new_tokens": int(tokens)}
@@ -141,11 +178,13 @@ def file_controls(cols: Sequence[Any], cards: pd.DataFrame, hidden: int, n_layer
         horizontal=True, format_func=lambda t: (
             "along the file's vector" if t == first.toward_label else "against it")
         + (f": {_direction_label(t, meaning)}" if known else ""))
+    strengths = strength_controls(sorted(usable), "units of the file's vector")
+    show_guard(coherence.FILE_VECTORS, strengths["layer"], strengths["alpha"])
     return {"choice": lab.VectorChoice(f"file {Path(name).name}", "file", "",
                                        Path(name).name, hidden),
             "vectors": usable, "toward": int(toward), "meaning": meaning,
             "dimension": str(cards.loc[first.dataset, "dimension"]) if known else "vector file",
-            **strength_controls(sorted(usable), "units of the file's vector")}
+            "evidence": coherence.FILE_VECTORS, **strengths}
 
 
 def _messages(history: list[dict[str, Any]], side: str, prompt: str) -> list[dict[str, str]]:
@@ -166,9 +205,27 @@ def show_history(history: list[dict[str, Any]]) -> None:
         with left, st.chat_message("assistant", avatar=":material/smart_toy:"):
             st.caption("unsteered")
             st.write(turn["unsteered"])
-        with right, st.chat_message("assistant", avatar=":material/tune:"):
-            st.caption(turn["settings"])
-            st.write(turn["steered"])
+        with right:
+            with st.chat_message("assistant", avatar=":material/tune:"):
+                st.caption(turn["settings"])
+                st.write(turn["steered"])
+            if "coherence" in turn:
+                st.caption(turn["coherence"])
+
+
+def coherence_line(model: Any, tokenizer: Any, history: list[dict[str, Any]], prompt: str,
+                   replies: dict[str, str], settings: dict[str, Any]) -> str:
+    """Return the steered answer's coherence line: both answers' perplexity, the guard."""
+    ppl = {side: coherence.answer_perplexity(model, tokenizer,
+                                             _messages(history, side, prompt), replies[side])
+           for side in ("unsteered", "steered")}
+    evidence = settings["evidence"]
+    if isinstance(evidence, coherence.NoEvaluation):
+        return coherence.describe_coherence(ppl["steered"], ppl["unsteered"], None,
+                                            evidence.reason)
+    return coherence.describe_coherence(
+        ppl["steered"], ppl["unsteered"],
+        coherence.guard_verdict(evidence, settings["layer"], settings["alpha"]))
 
 
 def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | None,
@@ -210,7 +267,12 @@ def answer(prompt: str, model: Any, tokenizer: Any, settings: dict[str, Any] | N
             except lab.LabError as exc:
                 st.error(str(exc), icon=":material/error:")
                 return
-    history.append({"prompt": prompt, "settings": label, **replies})
+    turn = {"prompt": prompt, "settings": label, **replies}
+    if settings is not None:
+        turn["coherence"] = coherence_line(model, tokenizer, history, prompt, replies,
+                                           settings)
+        right.caption(turn["coherence"])
+    history.append(turn)
 
 
 def main() -> None:

@@ -523,6 +523,30 @@ class Store:
             frame["higher_is_better"].notna(), None)
         return frame
 
+    def steering_guard_rows(self, suite: str, target: str, dataset: str) -> pd.DataFrame:
+        """Return what the steering evaluation of one (chat model, dataset) says of its guard.
+
+        Every dev ``ppl_ratio`` row (each strength a source's ladder tried, per layer and
+        sign) and every source's test ``gain`` row (the setting chosen on dev, or
+        ``status = "no admissible setting"`` with the reason), ordered by source, metric,
+        layer and strength. Besides ``vector_source``, ``metric``, ``layer``, ``alpha``,
+        ``applied_norm``, ``value``, ``status``, ``reason`` and ``seed``, the params fields
+        ``guard`` (the perplexity guard), ``scaling`` (the unit of ``alpha``) and
+        ``positions`` (where the vector was added) are columns.
+        """
+        return self.query(
+            "SELECT vector_source, metric, layer, alpha, applied_norm, value, status, reason, "
+            "seed, "
+            "TRY_CAST(coalesce(params->>'guard', params->'selection'->>'guard') AS DOUBLE) "
+            "AS guard, "
+            "params->>'scaling' AS scaling, params->>'positions' AS positions "
+            "FROM steering_evals WHERE suite = ? AND target = ? AND dataset = ? "
+            "AND ((metric = 'ppl_ratio' AND split = 'dev') "
+            "OR (metric = 'gain' AND split = 'test')) "
+            "ORDER BY vector_source, metric, layer, abs(alpha)",
+            [suite, target, dataset],
+        )
+
     def chat_checkpoints(self) -> pd.DataFrame:
         """Return ``suite``, ``checkpoint``, ``source`` of every suite's chat model."""
         return self.query(

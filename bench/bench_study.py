@@ -29,22 +29,23 @@ import pandas as pd
 
 from bench.common import contention_note, write_result
 from trustdyn.paths import REPO_ROOT
+from trustdyn.schema import PER_CHECKPOINT_STAGES
 from trustdyn.store import Store
 
 GOAL_TOTAL_S = 15 * 60
 GOAL_PROBES_S = 8 * 60
 
 
-def run_study(preset: str, home: Path) -> tuple[float, datetime, float]:
-    """Run the study command; return (wall seconds, start time, peak child RSS in GB)."""
-    cmd = [sys.executable, "-m", "precompute", "study", "--preset", preset, "--quiet"]
+def run_study(preset: str, home: Path, extra: list[str]) -> tuple[float, datetime, float, float]:
+    """Run the study command; return (wall s, start time, peak child RSS in GB, child CPU s)."""
+    cmd = [sys.executable, "-m", "precompute", "study", "--preset", preset, "--quiet", *extra]
     env = {"TRUSTDYN_HOME": str(home), "PATH": "/usr/bin:/bin"}
     started = datetime.now(UTC).replace(tzinfo=None)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    return wall, started, peak_gb
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, started, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime
 
 
 def milestones(store: Store, started: datetime) -> dict[str, float]:
@@ -63,49 +64,62 @@ def milestones(store: Store, started: datetime) -> dict[str, float]:
 
 def stage_breakdown(store: Store, started: datetime, wall: float, home: Path
                     ) -> dict[str, float]:
-    """Return where the wall time went, in seconds, summing to ``wall``.
+    """Return where the wall time went, in seconds, as consecutive phases summing to ``wall``.
 
-    Pre-training and the chat fine-tune come from the built-in suite's manifest (their
-    elapsed seconds); the per-unit stages from the study file's unit times (a probe unit
-    carries its checkpoint's activation extraction for that dataset); "tokenizer, corpus
-    and start-up" is what precedes the first unit beyond those two; "SmolLM2 conversion"
-    the gap between the built-in suite's last unit and SmolLM2's first; "between units"
-    the rest (loading checkpoints, writing the study file, process start).
+    Pre-training and the chat fine-tune are the built-in manifest's elapsed seconds; the
+    suite is built when its manifest was last written ("tokenizer, corpus and start-up" is
+    the rest until then). After that each suite's phases end when its last unit of the
+    phase was written: its per-checkpoint stages (extraction, probes, information,
+    vectors; loading and writing included) and its suite-level stages (turns, steering
+    evaluation). A later suite's per-checkpoint phase includes loading (for SmolLM2 the
+    one-off GGUF conversion); "finishing" is the summary printed after the last unit.
     """
-    out: dict[str, float] = {}
-    manifest = _built_in_manifest(home)
-    out["pre-training"] = float(manifest["checkpoints"][-1].get("elapsed_s", 0.0))
-    out["chat fine-tune"] = float(manifest.get("chat", {}).get("elapsed_s", 0.0))
-    first_start = None
+    manifest_path = _built_in_manifest_path(home)
+    manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    out = {"pre-training": float(manifest["checkpoints"][-1].get("elapsed_s", 0.0)),
+           "chat fine-tune": float(manifest.get("chat", {}).get("elapsed_s", 0.0))}
+    built = _since(pd.Timestamp(datetime.fromtimestamp(manifest_path.stat().st_mtime, UTC)
+                                .replace(tzinfo=None)), started)
+    out["tokenizer, corpus and start-up"] = max(built - sum(out.values()), 0.0)
+    previous = built
     for suite in store.suites()["suite"]:
         units = store.units(suite)
-        starts = pd.to_datetime(units["finished_at"]) - pd.to_timedelta(units["seconds"], "s")
-        first = _since(starts.min(), started)
-        if first_start is None:
-            first_start = first
-            out["tokenizer, corpus and start-up"] = max(
-                first - out["pre-training"] - out["chat fine-tune"], 0.0)
-        else:
-            previous_end = max(v for k, v in out.items() if k.startswith("end "))
-            out[f"{suite}: conversion and loading"] = max(first - previous_end, 0.0)
+        finished = pd.to_datetime(units["finished_at"])
+        per_checkpoint = units["stage"].isin(PER_CHECKPOINT_STAGES)
+        for label, rows in (("per-checkpoint stages", per_checkpoint),
+                            ("turns and steering evaluation", ~per_checkpoint)):
+            if rows.any():
+                end = _since(finished[rows].max(), started)
+                out[f"{suite}: {label}"] = max(end - previous, 0.0)
+                previous = max(previous, end)
+    out["finishing"] = max(wall - previous, 0.0)
+    return {name: round(seconds, 1) for name, seconds in out.items()}
+
+
+def compute_seconds(store: Store) -> dict[str, float]:
+    """Return each suite's unit seconds per stage, summed over checkpoints (and workers).
+
+    A probe unit carries its checkpoint's activation extraction for that dataset. With
+    worker processes these sums exceed the wall time of their phase: they are the work
+    done, not the time waited.
+    """
+    out: dict[str, float] = {}
+    for suite in store.suites()["suite"]:
+        units = store.units(suite)
         for stage, seconds in units.groupby("stage", sort=False)["seconds"].sum().items():
             label = "probe (incl. extraction)" if stage == "probe" else str(stage)
             out[f"{suite}: {label}"] = round(float(seconds), 1)
-        out[f"end {suite}"] = _since(pd.to_datetime(units["finished_at"]).max(), started)
-    ends = {k: v for k, v in out.items() if k.startswith("end ")}
-    parts = {k: round(v, 1) for k, v in out.items() if k not in ends}
-    parts["between units"] = round(wall - sum(parts.values()), 1)
-    return parts
+    return out
 
 
-def _built_in_manifest(home: Path) -> dict[str, Any]:
+def _built_in_manifest_path(home: Path) -> Path:
     from trustdyn.suites.builtin import MANIFEST
 
     found = sorted((home / "suites").glob(f"builtin-*/{MANIFEST}"))
     if not found:
-        return {"checkpoints": [{}]}
-    manifest: dict[str, Any] = json.loads(found[0].read_text(encoding="utf-8"))
-    return manifest
+        raise SystemExit(f"No built-in suite manifest under {home / 'suites'}: the study "
+                         "did not pre-train")
+    return found[0]
 
 
 def _since(moment: pd.Timestamp, started: datetime) -> float:
@@ -116,34 +130,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument("--workers", default=None,
+                        help="passed to the study command (default: its own choice)")
+    parser.add_argument("--no-smollm2", action="store_true",
+                        help="built-in suite only (checks the script quickly)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trustdyn-study-") as tmp:
         home = Path(tmp)
-        wall, started, peak_gb = run_study(args.preset, home)
+        extra = ([] if args.workers is None else ["--workers", args.workers]) + (
+            ["--no-smollm2"] if args.no_smollm2 else [])
+        wall, started, peak_gb, cpu = run_study(args.preset, home, extra)
         store = Store(home / "study.duckdb")
         marks = milestones(store, started)
         breakdown = stage_breakdown(store, started, wall, home)
+        compute = compute_seconds(store)
         counts = store.table_counts()
     builtin = f"builtin-{args.preset}: all probe units"
     result = {
-        "preset": args.preset, "wall_s": round(wall, 1), "peak_rss_gb": round(peak_gb, 2),
-        "milestones_s": marks, "stages_s": breakdown, "rows": counts,
+        "preset": args.preset, "options": extra, "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1), "peak_rss_gb": round(peak_gb, 2),
+        "milestones_s": marks, "stages_s": breakdown, "unit_compute_s": compute,
+        "rows": counts,
         "goal_total_s": GOAL_TOTAL_S, "goal_probes_s": GOAL_PROBES_S,
         "total_goal_ratio": round(GOAL_TOTAL_S / wall, 2),
         "probes_goal_ratio": round(GOAL_PROBES_S / marks[builtin], 2),
     }
-    print(f"default study ({args.preset}) end to end: {wall / 60:.1f} min wall, peak RSS "
+    print(f"default study ({args.preset} {' '.join(extra)}) end to end: {wall / 60:.1f} min "
+          f"wall, {cpu:.0f} CPU-s ({cpu / wall:.2f} cores busy on average), peak RSS "
           f"{peak_gb:.2f} GB; {contention_note()}")
     for name, seconds in marks.items():
         print(f"  {name:45s} {seconds / 60:6.1f} min")
-    print("where the time went:")
-    for name, seconds in sorted(breakdown.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:45s} {seconds:7.1f} s  {100 * seconds / wall:5.1f}%")
+    print("where the time went (consecutive phases):")
+    for name, seconds in breakdown.items():
+        print(f"  {name:55s} {seconds:7.1f} s  {100 * seconds / wall:5.1f}%")
+    print("work inside the suites' phases (unit seconds, summed over worker processes):")
+    for name, seconds in sorted(compute.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:55s} {seconds:7.1f} s")
     print(f"goal <= 15 min: x{result['total_goal_ratio']} "
           f"({'met' if wall <= GOAL_TOTAL_S else 'NOT met'}); pre-training + probes <= 8 min: "
           f"x{result['probes_goal_ratio']} "
           f"({'met' if marks[builtin] <= GOAL_PROBES_S else 'NOT met'})")
-    name = "bench_study" if args.preset == "default" else f"bench_study_{args.preset}"
+    name = "bench_study" if args.preset == "default" and not extra else (
+        f"bench_study_{args.preset}" + "".join(f"_{part.strip('-')}" for part in extra))
     print(f"wrote {write_result(name, result, args.out)}")
     return result
 

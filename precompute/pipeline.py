@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 from precompute.stages import (
     PreparedDataset,
@@ -301,11 +302,18 @@ def computed_checkpoints(plan: Sequence[CheckpointJob], config: StudyConfig, wor
         return
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
+    bars = hf_logging.is_progress_bar_enabled()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(threads, bars)) as pool:
         futures = {pool.submit(_compute_all, job, config): job for job in plan}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def _start_worker(threads: int, bars: bool) -> None:
+    """Give a worker process its threads and this process's choice of transformers' bars."""
+    torch.set_num_threads(threads)
+    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
 
 
 def _compute_all(job: CheckpointJob, config: StudyConfig, progress: bool = False) -> Outcome:

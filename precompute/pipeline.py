@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from typing import Any
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import logging as hf_logging
 
+from precompute.processes import worker_pool
 from precompute.stages import (
     PreparedDataset,
     info_rows,
@@ -155,6 +154,8 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
         workers: Checkpoints computed at once, each in its own process with an equal share
             of this process's torch threads (see :func:`computed_checkpoints`); 1 = here.
     """
+    if workers < 1:  # before the study is registered: a bad call writes nothing
+        raise ValueError(f"workers must be >= 1, got {workers}")
     plan, report = plan_study(suite, store, config, shard)
     bar = tqdm(total=len(plan), desc=f"{suite.name}: checkpoints", unit="ckpt",
                disable=not progress)
@@ -172,7 +173,8 @@ def run_study(suite: Suite, store: Store, config: StudyConfig, *, shard: Shard =
         report.freed_bytes += release_checkpoint(job.ref) if delete_after else 0
     bar.close()
     if shard.count == 1:
-        report.written += run_suite_stages(suite, store, config, progress, suite_stages)
+        report.written += run_suite_stages(suite, store, config, progress, suite_stages,
+                                           workers)
     return report
 
 
@@ -284,36 +286,22 @@ def computed_checkpoints(plan: Sequence[CheckpointJob], config: StudyConfig, wor
                          progress: bool = False) -> Iterator[tuple[CheckpointJob, Outcome]]:
     """Compute the planned checkpoints, yielding each job with its outcome as it finishes.
 
-    With ``workers`` > 1 the checkpoints run in that many spawned processes (never forked:
-    a fork after OpenMP has run can hang), each with ``torch.get_num_threads() // workers``
-    threads (at least one). Small models use two threads poorly, so two one-thread
-    processes finish a built-in study's checkpoints sooner; the numbers are the same
-    (nothing computed depends on the thread count beyond float round-off). Results arrive
-    in completion order; with one worker, in training order in this process.
+    With ``workers`` > 1 the checkpoints run in a :func:`~precompute.processes.worker_pool`;
+    the numbers are the same (nothing computed depends on the thread count beyond float
+    round-off). Results arrive in completion order; with one worker, in training order in
+    this process.
 
     Raises:
-        ValueError: ``workers`` < 1.
+        ValueError: ``workers`` < 1 (from :func:`~precompute.processes.worker_pool`).
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1 or len(plan) <= 1:
         for job in plan:
             yield job, _compute_all(job, config, progress)
         return
-    threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")
-    bars = hf_logging.is_progress_bar_enabled()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(threads, bars)) as pool:
+    with worker_pool(workers) as pool:
         futures = {pool.submit(_compute_all, job, config): job for job in plan}
         for future in as_completed(futures):
             yield futures[future], future.result()
-
-
-def _start_worker(threads: int, bars: bool) -> None:
-    """Give a worker process its threads and this process's choice of transformers' bars."""
-    torch.set_num_threads(threads)
-    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
 
 
 def _compute_all(job: CheckpointJob, config: StudyConfig, progress: bool = False) -> Outcome:

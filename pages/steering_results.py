@@ -8,7 +8,7 @@ import streamlit as st
 from pages import _common as common
 from trustdyn import findings
 from trustdyn.dashboard import steering_figures, tables
-from trustdyn.schema import BASELINE_SOURCE
+from trustdyn.schema import BASELINE_SOURCE, CONTRASTIVE_SOURCE
 from trustdyn.store import Store
 
 
@@ -42,6 +42,8 @@ def sources_view(table: pd.DataFrame, details: pd.DataFrame, name: str, target: 
     st.caption(tables.scaling_note(table))
     st.caption("Gains are paired-bootstrap differences on the same test items, "
                "+ = more trustworthy, with 95% intervals. " + tables.HELPS_NOTE)
+    if (sources["source"] == CONTRASTIVE_SOURCE).any():
+        st.caption(tables.CONTRASTIVE_NOTE)
     st.download_button("Download per-source table (CSV)",
                        data=lambda: sources.to_csv(index=False).encode(),
                        file_name=f"{name}-sources.csv", mime="text/csv", key="sources_csv",
@@ -118,8 +120,10 @@ def sweep_view(suite: str, target: str, dataset: str) -> None:
     primary = tables.primary_metric(evals, dataset)
     metrics = _task_metrics(dev, dataset, primary)
     left, right = st.columns(2)
-    source = left.selectbox("Vector source", sources, key="sweep_source",
-                            index=max(len(sources) - 3, 0),
+    # The last pre-training checkpoint's sweep first (the chat's own where there is none).
+    pretraining = set(ckpts.loc[~ckpts["is_chat"].astype(bool), "checkpoint"])
+    first = max((i for i, s in enumerate(sources) if s in pretraining), default=0)
+    source = left.selectbox("Vector source", sources, key="sweep_source", index=first,
                             format_func=lambda s: tables.source_label(s, ckpts))
     metric = right.selectbox("Metric", metrics, key="sweep_metric")
     sweep = tables.sweep_frame(evals, target, dataset, source, metric)

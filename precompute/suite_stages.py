@@ -1,9 +1,10 @@
 """The suite-level stages, run once every checkpoint's units exist: turns and steering.
 
 :func:`run_turn_stage` detects fitting → compression turns per dataset from the stored
-information estimates; :func:`run_steering_stage` loads the chat model once and evaluates
-every dataset's steering table (:func:`trustdyn.evaluation.evaluate_dataset`). Each writes
-one unit per dataset in one transaction, and a rerun skips finished units.
+information estimates; :func:`run_steering_stage` loads the chat model (once, or once per
+dataset in worker processes) and evaluates every dataset's steering table
+(:func:`trustdyn.evaluation.evaluate_dataset`). Each writes one unit per dataset in one
+transaction, and a rerun skips finished units.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import as_completed
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from torch import nn
 
+from precompute.processes import worker_pool
 from precompute.stages import prepare_dataset, study_layers, turn_rows
 from precompute.study import StudyConfig
 from trustdyn.blocks import n_blocks
@@ -27,24 +31,32 @@ from trustdyn.evaluation import (
     build_sources,
     build_task,
     candidate_layers,
+    contrastive_vectors,
     evaluate_dataset,
     every_kth,
     heldout_passages,
     residual_norms,
 )
 from trustdyn.evaluation.tasks import PerplexityGuard
-from trustdyn.schema import ALL_CHECKPOINTS, STEERING_STAGE, TURNS_STAGE, Unit
+from trustdyn.schema import (
+    ALL_CHECKPOINTS,
+    CONTRASTIVE_SOURCE,
+    STEERING_STAGE,
+    TURNS_STAGE,
+    Unit,
+)
 from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-SuiteStage = Callable[[Suite, Store, StudyConfig, bool], int]
-"""A suite-level stage: runs once all checkpoints are done; returns units written."""
+SuiteStage = Callable[[Suite, Store, StudyConfig, bool, int], int]
+"""A suite-level stage: runs once all checkpoints are done, given the progress flag and the
+number of worker processes it may use; returns units written."""
 
 
 def run_suite_stages(suite: Suite, store: Store, config: StudyConfig, progress: bool,
-                     stages: Sequence[SuiteStage] | None = None) -> int:
+                     stages: Sequence[SuiteStage] | None = None, workers: int = 1) -> int:
     """Run the suite-level stages (``None`` = turn detection, then steering evaluation).
 
     Returns:
@@ -52,11 +64,15 @@ def run_suite_stages(suite: Suite, store: Store, config: StudyConfig, progress: 
 
     """
     chosen = (run_turn_stage, run_steering_stage) if stages is None else stages
-    return sum(stage(suite, store, config, progress) for stage in chosen)
+    return sum(stage(suite, store, config, progress, workers) for stage in chosen)
 
 
-def run_turn_stage(suite: Suite, store: Store, config: StudyConfig, progress: bool) -> int:
-    """Detect fitting → compression turns per dataset once all its info units exist."""
+def run_turn_stage(suite: Suite, store: Store, config: StudyConfig, progress: bool,
+                   workers: int = 1) -> int:
+    """Detect fitting → compression turns per dataset once all its info units exist.
+
+    Reads stored estimates only (well under a second per dataset): ``workers`` is unused.
+    """
     if "info" not in config.stages:
         return 0
     done = store.finished_units(suite.name)
@@ -114,7 +130,7 @@ def _missing_vectors(suite: Suite, done: set[tuple[str, str, str, str]], dataset
 
 
 def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
-                       progress: bool = True) -> int:
+                       progress: bool = True, workers: int = 1) -> int:
     """Evaluate steering of ``suite``'s chat model on every dataset not done yet.
 
     Baseline, pre-training checkpoints' vectors, the chat model's own vector and a random
@@ -126,6 +142,7 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
         store: The study file; vectors and probe results are read from it.
         config: The study config (datasets, seed, device, sizes via :func:`eval_config_for`).
         progress: Show progress bars.
+        workers: Datasets evaluated at once in worker processes (1 = here).
 
     Returns:
         The number of units written.
@@ -159,17 +176,59 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
         todo.append(name)
     if not todo:
         return 0
-    model, tokenizer = load_checkpoint(chat, LoadOptions(device=config.device, dtype=config.dtype))
-    passages, source = heldout_passages(_builtin_run(suite, chat), cfg)
-    guard = PerplexityGuard(passages, source)
-    norms = residual_norms(model, tokenizer, passages, batch_size=cfg.batch_size)
-    for name in todo:
-        start = time.perf_counter()
-        rows = steering_rows(suite, store, config, cfg, name, model, tokenizer,
-                             (guard, norms), pretraining, progress)
+    for name, rows, seconds in _evaluated(suite, store, config, todo, pretraining, workers,
+                                          progress):
         store.write_unit(Unit(suite.name, chat.name, name, STEERING_STAGE),
-                         {"steering_evals": rows}, seconds=time.perf_counter() - start)
+                         {"steering_evals": rows}, seconds=seconds)
     return len(todo)
+
+
+def _evaluated(suite: Suite, store: Store, config: StudyConfig, names: list[str],
+               pretraining: list[tuple[str, int | None]], workers: int, progress: bool
+               ) -> Iterator[tuple[str, list[dict[str, Any]], float]]:
+    """Yield ``(dataset, rows, seconds)`` per dataset as each evaluation finishes.
+
+    One worker shares one loaded chat model across datasets; with more, each dataset is a
+    task in a :func:`~precompute.processes.worker_pool` that loads its own (a small cost
+    for models that make parallel datasets worth it).
+    """
+    if workers == 1 or len(names) == 1:
+        model, tokenizer, yardsticks = _chat_model(suite, config)
+        for name in names:
+            start = time.perf_counter()
+            rows = steering_rows(suite, store, config, eval_config_for(config), name, model,
+                                 tokenizer, yardsticks, pretraining, progress)
+            yield name, rows, time.perf_counter() - start
+        return
+    with worker_pool(min(workers, len(names))) as pool:
+        futures = {pool.submit(_evaluate_in_worker, suite, store.path, config, name,
+                               pretraining): name for name in names}
+        for future in as_completed(futures):
+            rows, seconds = future.result()
+            yield futures[future], rows, seconds
+
+
+def _chat_model(suite: Suite, config: StudyConfig
+                ) -> tuple[nn.Module, Any, tuple[PerplexityGuard, dict[int, float]]]:
+    """Load the chat model; return it, its tokenizer, the guard and its residual norms."""
+    assert suite.chat is not None
+    cfg = eval_config_for(config)
+    model, tokenizer = load_checkpoint(suite.chat, LoadOptions(device=config.device,
+                                                               dtype=config.dtype))
+    passages, source = heldout_passages(_builtin_run(suite, suite.chat), cfg)
+    norms = residual_norms(model, tokenizer, passages, batch_size=cfg.batch_size)
+    return model, tokenizer, (PerplexityGuard(passages, source), norms)
+
+
+def _evaluate_in_worker(suite: Suite, path: Path, config: StudyConfig, dataset: str,
+                        pretraining: list[tuple[str, int | None]]
+                        ) -> tuple[list[dict[str, Any]], float]:
+    """Evaluate one dataset in a worker process (reads the study file, writes nothing)."""
+    start = time.perf_counter()
+    model, tokenizer, yardsticks = _chat_model(suite, config)
+    rows = steering_rows(suite, Store(path), config, eval_config_for(config), dataset, model,
+                         tokenizer, yardsticks, pretraining, False)
+    return rows, time.perf_counter() - start
 
 
 def _probe_accuracy(probes: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -190,7 +249,9 @@ def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConf
 
     ``yardsticks`` are the guard's passages and the chat model's residual norms per layer.
     Evaluation items exclude every statement of the study's sample of the dataset (the
-    rows whose activations made the vectors and their scales).
+    rows whose activations made the vectors and their scales). Besides the stored vectors,
+    the chat model's contrastive (CAA) vectors are computed here from the same
+    vector-fitting statements and evaluated as one more source (beyond the paper).
     """
     assert suite.chat is not None
     guard, norms = yardsticks
@@ -207,10 +268,18 @@ def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConf
                                            in chat_accuracy.items() if ell in blocks} or None,
                              cfg.layers)
     layers = [blocks[i] for i in picks]
+    fitting = prepared.dataset.subset(prepared.split.train)
+    contrastive = contrastive_vectors(
+        model, tokenizer, fitting, layers, seed=cfg.seed, max_pairs=cfg.contrastive_pairs,
+        max_length=config.max_length, batch_size=cfg.batch_size,
+        source=f"{suite.name}/{suite.chat.name} {CONTRASTIVE_SOURCE}",
+        model_name=suite.chat.source,
+    )
     sources = build_sources(
         store.steering_vectors(suite.name, dataset, with_direction=True),
         suite=suite.name, chat=suite.chat.name, pretraining=pretraining, layers=layers,
         chat_step=suite.chat.step, seed=cfg.seed, scaling=cfg.scaling,
+        contrastive=contrastive,
     )
     return evaluate_dataset(
         model, tokenizer, task, guard, sources, layers, prepared.dataset.card, cfg,

@@ -30,6 +30,10 @@ BASELINE_SOURCE = "none"
 """``steering_evals.vector_source`` of the unsteered model."""
 RANDOM_SOURCE = "random"
 """``steering_evals.vector_source`` of the random-direction control."""
+CONTRASTIVE_SOURCE = "contrastive"
+"""``steering_evals.vector_source`` and ``params.role`` of the contrastive (CAA) vectors
+computed on the chat model itself from paired chat-format prompts: a source beyond the paper
+(:mod:`trustdyn.evaluation.contrastive`)."""
 CORRELATION_SOURCE = "pretraining checkpoints"
 """``steering_evals.vector_source`` of the probe-accuracy ↔ gain correlation row."""
 JUDGE_SOURCE = "judge"

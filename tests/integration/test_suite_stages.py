@@ -108,9 +108,10 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     assert set(units.loc[units["stage"] == STEERING_STAGE, "dataset"]) == set(DATASETS)
     assert (rows["target"] == "chat").all()
 
-    # Every source (pre-training checkpoints, the chat's own vector, random) has a dev
-    # sweep and exactly one selected test setting per metric.
-    sources = {"step-000", "step-010", "step-020", "chat", "random"}
+    # Every source (pre-training checkpoints, the chat's own vector, the contrastive vector
+    # computed on the chat model, random) has a dev sweep and exactly one selected test
+    # setting per metric.
+    sources = {"step-000", "step-010", "step-020", "chat", "contrastive", "random"}
     for dataset in DATASETS:
         part = rows[rows["dataset"] == dataset]
         test = part[(part["split"] == "test") & part["vector_source"].isin(sources)]
@@ -124,6 +125,12 @@ def test_stage_writes_the_steering_table_and_resumes(study):
         assert len(gains) == len(sources)
         for params in gains["params"]:
             assert "guard_passed" in json.loads(params)["selection"]
+
+    # The contrastive source says what it is and how it was made (it is not stored).
+    contrastive = rows[rows["vector_source"] == "contrastive"]["params"].map(json.loads)
+    assert (contrastive.map(lambda p: p["role"]) == "contrastive").all()
+    assert (contrastive.map(lambda p: p["recipe"]["pairs"]) > 0).all()
+    assert (contrastive.map(lambda p: p["recipe"]["max_pairs"]) == cfg.contrastive_pairs).all()
 
     # One intervention and one unit of strength, recorded with every row; every steered
     # row carries its applied norm and its ratio to the chat model's residual norm.
@@ -257,14 +264,15 @@ def test_stage_skips_a_suite_without_chat_model(study, caplog):
 
 def test_single_checkpoint_chat_suite_compares_own_vector_with_random(study):
     """SmolLM2-style suite: its one checkpoint is the chat model, so no pre-training
-    sources and no correlation, only the chat's own vector against the random control."""
+    sources and no correlation, only the chat's own and contrastive vectors against the
+    random control."""
     suite, store, config = study
     single = Suite(name=suite.name, description="", checkpoints=(suite.chat,),
                    chat=suite.chat)
     one = dataclasses.replace(config, datasets=("truthfulqa",))
     assert run_steering_stage(single, store, one, progress=False) == 1
     rows = store.steering_evals(suite.name)
-    assert set(rows["vector_source"]) == {"none", "chat", "random"}
+    assert set(rows["vector_source"]) == {"none", "chat", "contrastive", "random"}
     assert not (rows["metric"] == "corr_probe_gain").any()
 
 

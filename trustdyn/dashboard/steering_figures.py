@@ -24,8 +24,11 @@ from trustdyn.dashboard.figures import (
     styled,
 )
 from trustdyn.dashboard.tables import status_text
-from trustdyn.schema import BASELINE_SOURCE, RANDOM_SOURCE
+from trustdyn.schema import BASELINE_SOURCE, CONTRASTIVE_SOURCE, RANDOM_SOURCE
 from trustdyn.stats import Correlation
+
+CONTRASTIVE_COLOUR = "#7570b3"
+"""The contrastive (CAA) source's bars: apart from the chat's own vector and the checkpoints."""
 
 
 def _source_colour(source: str, target: str, step_rank: float) -> str:
@@ -33,6 +36,8 @@ def _source_colour(source: str, target: str, step_rank: float) -> str:
         return BASELINE_COLOUR
     if source == RANDOM_SOURCE:
         return RANDOM_COLOUR
+    if source == CONTRASTIVE_SOURCE:
+        return CONTRASTIVE_COLOUR
     if source == target:
         return CHAT_COLOUR
     return str(sample_colorscale("Blues", [0.35 + 0.65 * step_rank])[0])

@@ -15,6 +15,7 @@ import pandas as pd
 from trustdyn import findings
 from trustdyn.schema import (
     BASELINE_SOURCE,
+    CONTRASTIVE_SOURCE,
     CORRELATION_SOURCE,
     DEFAULT_PPL_GUARD,
     JUDGE_SOURCE,
@@ -393,13 +394,25 @@ def story_probe_table(details: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+CONTRASTIVE_LABEL = "contrastive (CAA on the chat model; beyond the paper)"
+"""How the contrastive source (:data:`~trustdyn.schema.CONTRASTIVE_SOURCE`) is shown."""
+CONTRASTIVE_NOTE = (
+    f"{CONTRASTIVE_LABEL}: not one of the paper's sources. Computed on the chat model itself "
+    "from paired chat-format prompts built from the same study statements as the other "
+    "vectors (one user turn asking which of two statements to say, answered once for each; "
+    "read at the answer letter), recomputed by the evaluation rather than stored, and "
+    "judged like the chat's own vector: against the random direction of the same applied "
+    "norm, as a family of one.")
+"""What the steering table says under the per-source table when the contrastive source is in it."""
+
+
 def source_order(evals: pd.DataFrame, ckpts: pd.DataFrame) -> list[str]:
-    """Return vector sources in table order: baseline, checkpoints by step, chat, random."""
+    """Return sources in table order: baseline, checkpoints by step, chat, contrastive, random."""
     present = set(evals["vector_source"])
     ordered = [BASELINE_SOURCE] if BASELINE_SOURCE in present else []
     ordered += [c for c in ckpts.sort_values(["is_chat", "ordinal"])["checkpoint"]
                 if c in present]
-    ordered += [RANDOM_SOURCE] if RANDOM_SOURCE in present else []
+    ordered += [s for s in (CONTRASTIVE_SOURCE, RANDOM_SOURCE) if s in present]
     rest = present - set(ordered) - {CORRELATION_SOURCE, JUDGE_SOURCE}
     return ordered + sorted(rest)
 
@@ -410,6 +423,8 @@ def source_label(source: str, ckpts: pd.DataFrame) -> str:
         return "baseline (unsteered)"
     if source == RANDOM_SOURCE:
         return "random direction"
+    if source == CONTRASTIVE_SOURCE:
+        return CONTRASTIVE_LABEL
     row = ckpts[ckpts["checkpoint"] == source]
     if row.empty:
         return source

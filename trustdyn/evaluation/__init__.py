@@ -7,13 +7,16 @@ and strength on a dev split under a perplexity guard and reporting test gains ov
 unsteered model and over the random direction of the same applied norm, with bootstrap
 intervals. Its modules: :mod:`~trustdyn.evaluation.config` (grids),
 :mod:`~trustdyn.evaluation.items` (held-out items and passages),
-:mod:`~trustdyn.evaluation.sources` (vectors, signs), :mod:`~trustdyn.evaluation.tasks`
+:mod:`~trustdyn.evaluation.sources` (vectors, signs),
+:mod:`~trustdyn.evaluation.contrastive` (the chat model's contrastive vectors, a source
+beyond the paper), :mod:`~trustdyn.evaluation.tasks`
 (per-dimension scoring), :mod:`~trustdyn.evaluation.scoring` (a model under one steering
 condition), :mod:`~trustdyn.evaluation.metrics` (statistics, bootstrap, the local toxicity
 judge) and :mod:`~trustdyn.evaluation.run` (the sweep, selection and test rows).
 """
 
 from trustdyn.evaluation.config import EVAL_PRESETS, SCALINGS, EvalConfig
+from trustdyn.evaluation.contrastive import ContrastiveVectors, contrastive_vectors
 from trustdyn.evaluation.items import (
     EVALUATED_DATASETS,
     build_task,
@@ -37,11 +40,13 @@ __all__ = [
     "EVALUATED_DATASETS",
     "EVAL_PRESETS",
     "SCALINGS",
+    "ContrastiveVectors",
     "EvalConfig",
     "VectorSource",
     "build_sources",
     "build_task",
     "candidate_layers",
+    "contrastive_vectors",
     "direction_text",
     "evaluate_dataset",
     "every_kth",

@@ -54,6 +54,9 @@ class EvalConfig:
         generate_on_dev: Also generate continuations for every dev candidate (otherwise
             generation-based metrics are test-only).
         stereoset_kind: StereoSet part: ``"inter"``, ``"intra"`` or ``"all"``.
+        contrastive_pairs: Most statement pairs (four chat-format prompts each) the
+            contrastive (CAA) source is computed from (``None`` = every pair; see
+            :mod:`~trustdyn.evaluation.contrastive`).
         batch_size: Sequences per forward pass when scoring.
         seed: Seed of sampling, splits, random controls, judge and bootstraps.
 
@@ -78,6 +81,7 @@ class EvalConfig:
     max_new_tokens: int = 16
     generate_on_dev: bool = False
     stereoset_kind: str = "inter"
+    contrastive_pairs: int | None = 128
     batch_size: int = 32
     seed: int = 0
 
@@ -88,6 +92,9 @@ class EvalConfig:
             raise ValueError(f"alphas must be positive strengths, got {self.alphas}")
         if self.max_scored is not None and self.max_scored < 1:
             raise ValueError(f"max_scored must be >= 1 or None, got {self.max_scored}")
+        if self.contrastive_pairs is not None and self.contrastive_pairs < 1:
+            raise ValueError(f"contrastive_pairs must be >= 1 or None, got "
+                             f"{self.contrastive_pairs}")
         if self.checkpoint_stride < 1 or self.ppl_guard <= 1:
             raise ValueError("checkpoint_stride must be >= 1 and ppl_guard > 1")
         if self.scaling not in SCALINGS:
@@ -108,13 +115,15 @@ EVAL_PRESETS: dict[str, EvalConfig] = dict(zip(EVAL_GRIDS, (
     EvalConfig(name="smoke", n_items=12, dev_fraction=0.5, n_passages=6,
                passage_words=24, layers=1,
                alphas=(0.5, 2.0), max_scored=1, checkpoint_stride=3,
-               n_bootstrap=100, judge_train=300, judge_test=100, max_new_tokens=6),
+               n_bootstrap=100, judge_train=300, judge_test=100, max_new_tokens=6,
+               contrastive_pairs=8),
     EvalConfig(),
     EvalConfig(name="full", n_items=400, dev_fraction=0.5, n_passages=48,
                passage_words=48, layers=None,
                alphas=(0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
                max_scored=None, checkpoint_stride=1, judge_train=3000,
-               judge_test=1000, max_new_tokens=24, stereoset_kind="all"),
+               judge_test=1000, max_new_tokens=24, stereoset_kind="all",
+               contrastive_pairs=256),
 ), strict=True))
 """Grids. ``reduced`` is the default study's: 200 items per dataset (per question kind for
 TruthfulQA), 80 on dev and 120 on test, enough for a minimum detectable effect of about 10

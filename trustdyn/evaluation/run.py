@@ -1,7 +1,8 @@
 """Run the offline steering evaluation of one chat model on one dataset: the steering table.
 
 :func:`evaluate_dataset` compares the unsteered chat model (``none``), each selected
-pre-training checkpoint's vector, the chat model's own vector and a seeded ``random``
+pre-training checkpoint's vector, the chat model's own vector, the optional contrastive
+(CAA) vector computed on the chat model (beyond the paper) and a seeded ``random``
 direction, all steered toward the dataset's desirable label under one intervention
 (``EvalConfig.positions``) and one unit of strength (``EvalConfig.scaling``): per source it
 picks layer and strength (and sign, when the card has no desirable label) on a dev split
@@ -307,6 +308,12 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, task: EvalTask, guard: Pe
     return ctx.rows
 
 
+def _source_params(source: VectorSource) -> dict[str, Any]:
+    """Return what every steered row of ``source`` stores about it in ``params``."""
+    recipe = {"recipe": dict(source.recipe)} if source.recipe else {}
+    return {"role": source.role, "step": source.step, **recipe}
+
+
 def _sweep(ctx: _Context, source: VectorSource, toward: int, layer: int,
            base: _Scored) -> list[_Trial]:
     """Climb the strength ladder of one (source, sign, layer) on dev and store the rows.
@@ -338,7 +345,7 @@ def _sweep(ctx: _Context, source: VectorSource, toward: int, layer: int,
             trial.skipped = ("over the perplexity guard" if trial.ratio > cfg.ppl_guard
                              else f"inside the guard but not among the {cfg.max_scored} "
                              "strongest such strengths")
-        params = {"role": source.role, "step": source.step, "scored": trial.tables is not None,
+        params = {**_source_params(source), "scored": trial.tables is not None,
                   "skip_reason": trial.skipped or None}
         if trial.tables is not None:
             _emit_metrics(ctx, trial.tables, "dev", source.name, layer, trial.cand.alpha,
@@ -402,7 +409,7 @@ def _evaluate_selected(ctx: _Context, source: VectorSource, trials: list[_Trial]
     if index is None:
         ctx.row(source.name, "gain", "test", NO_LAYER, 0.0,
                 direction_text(ctx.card, trials[0].cand.toward, source.role), _undefined(0),
-                {"role": source.role, "step": source.step,
+                {**_source_params(source),
                  "selection": {**selection, "guard_passed": False}},
                 status=NO_ADMISSIBLE, reason=_no_admissible_reason(ctx, trials))
         return
@@ -410,7 +417,7 @@ def _evaluate_selected(ctx: _Context, source: VectorSource, trials: list[_Trial]
     scorer = ctx.scorer(cand.vector, cand.alpha)
     tables, ppl = ctx.tables(scorer, "test"), ctx.ppl(scorer, "test")
     direction = direction_text(ctx.card, cand.toward, source.role)
-    params = {"role": source.role, "step": source.step,
+    params = {**_source_params(source),
               "selection": {**selection, "guard_passed": True,
                             "dev_primary_oriented": dev_value, "dev_ppl_ratio": dev_ratio}}
     _emit_metrics(ctx, tables, "test", source.name, cand.layer, cand.alpha, direction,

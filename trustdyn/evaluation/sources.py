@@ -1,7 +1,9 @@
 """The conditions' vector sources: pre-training checkpoints, the chat model, a random control.
 
 Vectors come from the study file's ``steering_vectors`` rows (the random control: a seeded
-random unit direction with the chat vector's scale at each layer), scaled in the unit the
+random unit direction with the chat vector's scale at each layer; the optional contrastive
+source beyond the paper: vectors the caller computed on the chat model with
+:mod:`~trustdyn.evaluation.contrastive`), scaled in the unit the
 evaluation asks for (:data:`~trustdyn.evaluation.config.SCALINGS`); the module also holds
 the sign conventions (toward the card's desirable label, both signs when it has none), the
 words stored in ``steer_direction`` and the yardstick of applied norms (the chat model's
@@ -19,7 +21,8 @@ from torch import nn
 
 from trustdyn.activations import extract_activations
 from trustdyn.datasets import DatasetCard
-from trustdyn.schema import RANDOM_SOURCE
+from trustdyn.evaluation.contrastive import ContrastiveVectors
+from trustdyn.schema import CONTRASTIVE_SOURCE, RANDOM_SOURCE
 from trustdyn.steering import SteeringVector, random_vector, vector_from_row
 
 
@@ -28,13 +31,17 @@ class VectorSource:
     """Where a condition's vectors come from, one vector per candidate layer.
 
     Attributes:
-        name: The ``vector_source`` column (checkpoint name, or ``"random"``).
-        role: ``"pretraining"``, ``"chat"`` or ``"random"``.
+        name: The ``vector_source`` column (checkpoint name, ``"random"`` or
+            ``"contrastive"``).
+        role: ``"pretraining"``, ``"chat"``, ``"random"`` or
+            :data:`~trustdyn.schema.CONTRASTIVE_SOURCE`.
         step: Pre-training step of the checkpoint (chat: its base step), if known.
         vectors: Vector per layer, its ``scale`` the unit of α.
         source_sigma: Per layer, the σ of the source checkpoint's own statements projected
             onto its direction (the paper's unit; the random control has none of its
             own and carries the chat model's).
+        recipe: How vectors that the study file does not store were made (the
+            contrastive source), stored in the ``params`` of every row; empty otherwise.
 
     """
 
@@ -43,6 +50,7 @@ class VectorSource:
     step: int | None
     vectors: Mapping[int, SteeringVector] = field(default_factory=dict)
     source_sigma: Mapping[int, float] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
 def every_kth(names: Sequence[str], k: int) -> list[str]:
@@ -55,9 +63,9 @@ def every_kth(names: Sequence[str], k: int) -> list[str]:
 
 def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
                   pretraining: Sequence[tuple[str, int | None]], layers: Sequence[int],
-                  chat_step: int | None, seed: int, scaling: str = "target"
-                  ) -> list[VectorSource]:
-    """Return the conditions' vector sources: pre-training checkpoints, chat, random.
+                  chat_step: int | None, seed: int, scaling: str = "target",
+                  contrastive: ContrastiveVectors | None = None) -> list[VectorSource]:
+    """Return the conditions' vector sources: pre-training checkpoints, chat, contrastive, random.
 
     Args:
         vectors: ``steering_vectors`` rows of one dataset, with directions.
@@ -71,6 +79,8 @@ def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
         scaling: ``"target"``: every vector's scale becomes the chat model's σ at its
             layer (same applied norm at the same α); ``"source-sigma"``: each keeps its
             own checkpoint's σ (the paper's).
+        contrastive: The chat model's contrastive vectors at ``layers``, if evaluated
+            (scaled like every other source; its own σ is the ``source_sigma``).
 
     Raises:
         ValueError: if a needed vector is missing.
@@ -89,18 +99,25 @@ def build_sources(vectors: pd.DataFrame, *, suite: str, chat: str,
     chat_vectors = load(chat)
     target_sigma = {ell: v.scale for ell, v in chat_vectors.items()}
 
-    def source(name: str, role: str, step: int | None,
-               vectors: dict[int, SteeringVector]) -> VectorSource:
+    def source(name: str, role: str, step: int | None, vectors: Mapping[int, SteeringVector],
+               recipe: Mapping[str, Any] | None = None) -> VectorSource:
         own_sigma = {ell: v.scale for ell, v in vectors.items()}
         if scaling == "target":
             vectors = {ell: replace(v, scale=target_sigma[ell]) for ell, v in vectors.items()}
-        return VectorSource(name, role, step, vectors, own_sigma)
+        return VectorSource(name, role, step, vectors, own_sigma, recipe or {})
 
     sources = [source(name, "pretraining", step, load(name))
                for name, step in pretraining if name != chat]
-    own = source(chat, "chat", chat_step, chat_vectors)
+    sources.append(source(chat, "chat", chat_step, chat_vectors))
+    if contrastive is not None:
+        missing = sorted(set(layers) - set(contrastive.vectors))
+        if missing:
+            raise ValueError(f"No contrastive vector at layer(s) {missing}.")
+        sources.append(source(CONTRASTIVE_SOURCE, CONTRASTIVE_SOURCE, None,
+                              {ell: contrastive.vectors[ell] for ell in layers},
+                              contrastive.recipe))
     control = {ell: random_vector(v, seed=seed + ell) for ell, v in chat_vectors.items()}
-    return [*sources, own, VectorSource(RANDOM_SOURCE, "random", None, control, target_sigma)]
+    return [*sources, VectorSource(RANDOM_SOURCE, "random", None, control, target_sigma)]
 
 
 def candidate_layers(n_layers: int, probe_accuracy: Mapping[int, float] | None,

@@ -133,8 +133,9 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
                        progress: bool = True, workers: int = 1) -> int:
     """Evaluate steering of ``suite``'s chat model on every dataset not done yet.
 
-    Baseline, pre-training checkpoints' vectors, the chat model's own vector and a random
-    control, swept on dev under the perplexity guard and reported on test. Suites without
+    Baseline, pre-training checkpoints' vectors, the chat model's own vector, its
+    contrastive (CAA) vector and a random control, swept on dev under the perplexity guard
+    and reported on test. Suites without
     a chat model (e.g. Pythia) get no units.
 
     Args:

@@ -121,6 +121,21 @@ def hf_generate_all(model: nn.Module, prompts: list[list[int]], new_tokens: int
     return out
 
 
+def agree_until_eos(ours: list[list[int]], theirs: list[list[int]], eos: object) -> bool:
+    """Whether every prompt's tokens agree up to ours' first end-of-sequence token.
+
+    ``generate`` with ``min_new_tokens`` forbids the end token until the count is reached,
+    where ours (timed on the same count) emits it and goes on; past it the two differ by
+    design, before it greedy decoding must agree.
+    """
+    ends = set(eos) if isinstance(eos, list) else {eos}
+    for mine, other in zip(ours, theirs, strict=True):
+        cut = next((i for i, token in enumerate(mine) if token in ends), len(mine))
+        if mine[:cut] != other[:cut]:
+            return False
+    return True
+
+
 def hf_generate_hooked(model: nn.Module, prompts: list[list[int]], new_tokens: int,
                        vector: SteeringVector, alpha: float) -> list[list[int]]:
     """``model.generate`` with the forward hook a user would write: add α·v everywhere."""
@@ -231,9 +246,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     outputs = {name: run() for name, run in runs.items()}  # warm-up, and a sanity check
     assert outputs["idle-dispatchers"] == outputs["unsteered"], "idle hooks changed the output"
     # Same greedy decoding, so the baselines must produce the same tokens as ours.
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     same_as_generate = {
-        "unsteered": outputs["hf-generate"] == outputs["unsteered"],
-        "steered-all": outputs["hf-generate-hook"] == outputs["steered-all"],
+        "unsteered": agree_until_eos(outputs["unsteered"], outputs["hf-generate"], eos),
+        "steered-all": agree_until_eos(outputs["steered-all"], outputs["hf-generate-hook"], eos),
     }
     # Wall time is what a user waits; process CPU time is far less disturbed by other
     # processes competing for the cores, so both are reported.

@@ -1,4 +1,4 @@
-"""Overview: the loaded study, its checkpoints and datasets, what is done and missing."""
+"""Overview: the loaded study, its checkpoints, chat task and datasets, what is done and missing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import streamlit as st
 
 from pages import _common as common
 from trustdyn.dashboard import figures, study, tables
+from trustdyn.dashboard.chat_task import chat_task_result
 from trustdyn.paths import generated_dir
 from trustdyn.store import Store
 
@@ -85,6 +86,32 @@ def suite_header(suite: str) -> None:
             st.json(config)
 
 
+def chat_task_section(suite: str) -> None:
+    """Show the chat model's held-out task accuracy against the majority baseline."""
+    ckpts = common.read(Store.checkpoints, suite)
+    if not ckpts["is_chat"].astype(bool).any():
+        return
+    st.subheader("The chat model's task")
+    result = chat_task_result(ckpts)
+    if result is None:
+        st.caption("This suite's chat model stores no task accuracy (only the built-in "
+                   "suites fine-tune their chat model on a task of their own).")
+        return
+    st.write(f"**{result.name}.** {result.description}")
+    cols = st.columns(3)
+    cols[0].metric("Held-out accuracy", f"{result.accuracy:.3f}",
+                   help="Share of held-out items where the chat model finds its right "
+                   "answer (\"Yes.\" or \"No.\") likelier than the wrong one"
+                   + (f", over {result.n} items." if result.n else "."))
+    cols[1].metric("95% interval", f"{result.low:.3f} – {result.high:.3f}",
+                   help="Percentile bootstrap over the held-out items.")
+    cols[2].metric("Majority baseline", f"{result.majority_baseline:.3f}",
+                   help="Accuracy of always giving the items' most common answer.")
+    show = st.success if result.beats_majority else st.warning
+    show(result.verdict(), icon=":material/check_circle:" if result.beats_majority
+         else ":material/warning:")
+
+
 def progress_section(suite: str) -> None:
     """Show finished vs expected units per stage."""
     st.subheader("What is done")
@@ -152,6 +179,7 @@ def main() -> None:
             build_panel(path)
         return
     suite_header(suite)
+    chat_task_section(suite)
     progress_section(suite)
     checkpoints_section(suite)
     datasets_section()

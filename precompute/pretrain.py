@@ -50,7 +50,7 @@ def _fmt(value: float | None) -> str:
 
 
 def summary(suite: Suite) -> str:
-    """Return the checkpoint table and the chat model's yes/no accuracy as text."""
+    """Return the checkpoint table and the chat model's held-out task accuracy as text."""
     lines = [suite.description, "", f"{'step':>7} {'tokens':>11} {'train loss':>10} "
              f"{'held-out':>9}  weight hash"]
     for ref in suite.checkpoints:
@@ -61,11 +61,12 @@ def summary(suite: Suite) -> str:
         lines += [
             "",
             f"chat model: {suite.chat.source}",
-            f"  held-out yes/no accuracy {extra['yes_no_accuracy']:.3f} on "
-            f"{extra['yes_no_n']} questions (majority-answer baseline "
-            f"{extra['yes_no_majority_baseline']:.3f}; before the chat stage "
-            f"{extra['yes_no_accuracy_base']:.3f}; answers 'Yes.' to "
-            f"{extra['yes_no_predicted_yes_rate']:.0%})",
+            f"  held-out task accuracy {extra['task_accuracy']:.3f} (95% interval "
+            f"{extra['task_accuracy_ci'][0]:.3f}-{extra['task_accuracy_ci'][1]:.3f}) on "
+            f"{extra['task_n']} items of '{extra['task_name']}' (majority-answer baseline "
+            f"{extra['majority_baseline']:.3f}; before the chat stage "
+            f"{extra['task_accuracy_base']:.3f}; answers 'Yes.' to "
+            f"{extra['task_predicted_yes_rate']:.0%})",
             f"  held-out LM loss {_fmt(suite.chat.heldout_loss)}",
         ]
     return "\n".join(lines)

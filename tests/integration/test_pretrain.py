@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -20,6 +21,8 @@ from precompute import pretrain as pretrain_cli
 from trustdyn.provenance import hash_state_dict
 from trustdyn.suites.base import CheckpointRef, Suite, SuiteError
 from trustdyn.suites.builtin import PRESETS, load_suite, pretrain, suite_dir
+from trustdyn.suites.builtin_chat import task_count
+from trustdyn.suites.builtin_task import TASK_DESCRIPTION, TASK_NAME, load_heldout_items
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +64,18 @@ def test_suite_has_every_scheduled_checkpoint_and_a_chat_model(finished):
     assert suite.duplicates() == []
     chat = suite.chat
     assert chat is not None and chat.is_chat and chat.step == SMOKE.steps
-    for key in ("yes_no_accuracy", "yes_no_majority_baseline", "yes_no_accuracy_base"):
-        assert 0.0 <= chat.extra[key] <= 1.0
-    assert chat.extra["yes_no_n"] > 0
+    extra = chat.extra
+    for key in ("task_accuracy", "majority_baseline", "task_accuracy_base",
+                "task_predicted_yes_rate"):
+        assert 0.0 <= extra[key] <= 1.0
+    low, high = extra["task_accuracy_ci"]
+    assert 0.0 <= low <= extra["task_accuracy"] <= high <= 1.0 and low < high
+    items = load_heldout_items("smoke")
+    assert extra["task_n"] == len(items) >= 20
+    yes_share = float(np.mean([i.answer for i in items]))
+    assert extra["majority_baseline"] == pytest.approx(max(yes_share, 1 - yes_share))
+    assert extra["task_name"] == TASK_NAME and extra["task_description"] == TASK_DESCRIPTION
+    assert extra["sft_task_items"] == task_count(SMOKE.chat_steps * SMOKE.chat_batch_size)
     assert not (suite_dir("smoke", root) / "resume").exists()
 
 
@@ -139,7 +151,8 @@ def test_interrupted_run_resumes_to_identical_weights(finished, home):
     assert [r.heldout_loss for r in resumed.checkpoints] == [
         r.heldout_loss for r in suite.checkpoints]
     assert resumed.chat is not None and suite.chat is not None
-    assert resumed.chat.extra["yes_no_accuracy"] == suite.chat.extra["yes_no_accuracy"]
+    for key in ("task_accuracy", "task_accuracy_ci"):
+        assert resumed.chat.extra[key] == suite.chat.extra[key]
 
 
 def test_cli_prints_the_summary_table(finished, capsys):
@@ -149,7 +162,7 @@ def test_cli_prints_the_summary_table(finished, capsys):
     args = parser.parse_args(["pretrain", "--preset", "smoke", "--root", str(root), "--quiet"])
     assert args.handler(args) == 0
     out = capsys.readouterr().out
-    assert "held-out" in out and "yes/no accuracy" in out and "majority" in out
+    assert "held-out" in out and "task accuracy" in out and "majority" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [int(row[0]) for row in rows] == list(SMOKE.checkpoints)
 

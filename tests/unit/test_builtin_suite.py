@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import itertools
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +19,21 @@ from trustdyn.suites.builtin import PRESETS, Preset, load_suite, pretrain, suite
 from trustdyn.suites.builtin_chat import (
     IGNORE_INDEX,
     NO,
+    TASK_SHARE,
     YES,
     ChatPair,
     answer_logprobs,
-    boolq_pairs,
     collate,
     encode_pair,
     encode_pairs,
     gloss_pairs,
     parse_gloss,
-    question_prompt,
     sft_mixture,
-    yes_no_accuracy,
+    task_count,
 )
 from trustdyn.suites.builtin_data import (
     GLOSSES_FILE,
     PASSAGES_FILE,
-    QUESTIONS_FILE,
-    BoolQuestion,
     Corpus,
     batch_indices,
     encode_documents,
@@ -71,9 +66,7 @@ def _corpus(n_passages: int = 40, n_glosses: int = 60) -> Corpus:
                      range(n_passages))
     glosses = tuple(f'gloss {i}; "example {i}"' if i % 2 else f"gloss {i}" for i in
                     range(n_glosses))
-    questions = tuple(BoolQuestion(f"is passage {i} about topic {i % 7}", i % 3 != 0, i % 40)
-                      for i in range(100))
-    return Corpus(passages, glosses, questions)
+    return Corpus(passages, glosses)
 
 
 # --- presets and schedules -------------------------------------------------------------
@@ -183,8 +176,6 @@ def _write_corpus(folder: Path, n: int = 5, skip: str | None = None) -> None:
     files = {
         PASSAGES_FILE: "\n".join(f"P{i} -- text {i}" for i in range(n)) + "\n",
         GLOSSES_FILE: "\n".join(f'gloss {i}; "ex {i}"' for i in range(n)) + "\n",
-        QUESTIONS_FILE: "\n".join(json.dumps({"question": f"q{i}", "answer": i % 2 == 0,
-                                              "passage_line": i}) for i in range(n)) + "\n",
     }
     for name, text in files.items():
         if name != skip:
@@ -192,49 +183,39 @@ def _write_corpus(folder: Path, n: int = 5, skip: str | None = None) -> None:
                 fh.write(text)
 
 
-@pytest.mark.parametrize("missing", [PASSAGES_FILE, GLOSSES_FILE, QUESTIONS_FILE])
+@pytest.mark.parametrize("missing", [PASSAGES_FILE, GLOSSES_FILE])
 def test_missing_corpus_file_is_named(tmp_path, missing):
     _write_corpus(tmp_path, skip=missing)
     with pytest.raises(SuiteError, match=missing):
         load_corpus(corpus_dir=tmp_path)
 
 
-def test_load_corpus_limits_lines_and_drops_orphan_questions(tmp_path):
+def test_load_corpus_limits_lines(tmp_path):
     _write_corpus(tmp_path, n=6)
     corpus = load_corpus(limit=3, corpus_dir=tmp_path)
     assert len(corpus.passages) == len(corpus.glosses) == 3
-    assert [q.passage_line for q in corpus.questions] == [0, 1, 2]
-    assert corpus.questions[0] == BoolQuestion("q0", True, 0)
-
-
-def test_malformed_question_row_is_reported(tmp_path):
-    _write_corpus(tmp_path)
-    with gzip.open(tmp_path / QUESTIONS_FILE, "wt") as fh:
-        fh.write('{"question": "q"}\n')
-    with pytest.raises(SuiteError, match="line 1"):
-        load_corpus(corpus_dir=tmp_path)
+    assert corpus.passages[0] == "P0 -- text 0"
 
 
 def test_vendored_corpus_is_present_with_licences():
     corpus_dir = Path(__file__).resolve().parents[2] / "data" / "corpus"
-    for name in (PASSAGES_FILE, GLOSSES_FILE, QUESTIONS_FILE, "LICENSE-WordNet-3.0.txt"):
+    for name in (PASSAGES_FILE, GLOSSES_FILE, "LICENSE-WordNet-3.0.txt"):
         assert (corpus_dir / name).is_file(), name
     readme = (corpus_dir / "README.md").read_text()
     assert "CC BY-SA 3.0" in readme and "WordNet" in readme
 
 
-def test_split_keeps_eval_questions_and_passages_out_of_training():
+def test_split_keeps_heldout_passages_out_of_training():
     corpus = _corpus()
     split = split_corpus(corpus, heldout_fraction=0.2, seed=0)
-    held_lines = {q.passage_line for q in split.eval_questions}
-    assert held_lines and split.sft_questions
-    assert held_lines.isdisjoint(q.passage_line for q in split.sft_questions)
     train = set(split.train_docs)
-    assert all(corpus.passages[line] not in train for line in held_lines)
+    assert split.heldout_passages and train.isdisjoint(split.heldout_passages)
+    assert set(split.heldout_passages) <= set(split.heldout_docs)
+    assert set(split.train_passages) <= train
+    assert sorted(split.train_passages + split.heldout_passages) == sorted(corpus.passages)
     assert train.isdisjoint(split.heldout_docs)
     assert len(train) + len(split.heldout_docs) == len(corpus.passages) + len(corpus.glosses)
     assert set(split.train_glosses) <= train
-    assert len(split.sft_questions) + len(split.eval_questions) == len(corpus.questions)
 
 
 def test_split_is_seeded():
@@ -356,21 +337,16 @@ def test_gloss_pairs_ask_about_examples():
                               "Made lively.")]
 
 
-def test_boolq_pairs_answer_yes_or_no():
-    pairs = boolq_pairs([BoolQuestion("is it raining", True, 0),
-                         BoolQuestion("Is it dry?", False, 1)])
-    assert pairs == [ChatPair("Is it raining?", YES), ChatPair("Is it dry?", NO)]
-    assert question_prompt(" do cats fly ") == "Do cats fly?"
-
-
-def test_sft_mixture_is_half_and_half_and_seeded():
-    boolq = [ChatPair(f"q{i}", YES) for i in range(5)]
+def test_sft_mixture_takes_the_task_share_and_is_seeded():
+    task = [ChatPair(f"q{i}", YES) for i in range(5)]
     gloss = [ChatPair(f"g{i}", "Def.") for i in range(50)]
-    mix = sft_mixture(boolq, gloss, 20, seed=0)
+    mix = sft_mixture(task, gloss, 20, seed=0)
     assert len(mix) == 20
-    assert sum(p in boolq for p in mix) == 10  # cycles the 5 BoolQ pairs twice
-    assert mix == sft_mixture(boolq, gloss, 20, seed=0) != sft_mixture(boolq, gloss, 20, 1)
-    assert sft_mixture(boolq, [], 7, seed=0).count(boolq[0]) >= 1
+    assert task_count(20) == round(TASK_SHARE * 20) == 15
+    assert sum(p in task for p in mix) == 15  # cycles the 5 task pairs three times
+    assert all(mix.count(p) == 3 for p in task)
+    assert mix == sft_mixture(task, gloss, 20, seed=0) != sft_mixture(task, gloss, 20, 1)
+    assert sft_mixture(task, [], 7, seed=0).count(task[0]) >= 1
 
 
 def test_answer_logprobs_batched_equals_one_at_a_time(tokenizer):
@@ -384,20 +360,6 @@ def test_answer_logprobs_batched_equals_one_at_a_time(tokenizer):
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
     manual = sum(float(logp[i - 1, ids[i]]) for i in range(len(ids)) if labels[i] != -100)
     assert float(single[0]) == pytest.approx(manual, abs=1e-4)
-
-
-def test_yes_no_accuracy_reports_baselines(tokenizer):
-    model = build_model(PRESETS["smoke"], tokenizer).eval()
-    questions = [BoolQuestion(f"is {i} even", i % 4 != 0, i) for i in range(8)]
-    result = yes_no_accuracy(model, tokenizer, questions)
-    assert result.n == 8 and result.majority_baseline == pytest.approx(0.75)
-    prompts = [question_prompt(q.question) for q in questions]
-    says_yes = answer_logprobs(model, tokenizer, prompts, YES) > answer_logprobs(
-        model, tokenizer, prompts, NO)
-    truth = torch.tensor([q.answer for q in questions])
-    assert result.accuracy == pytest.approx(float((says_yes == truth).float().mean()))
-    assert result.predicted_yes_rate == pytest.approx(float(says_yes.float().mean()))
-    assert math.isnan(yes_no_accuracy(model, tokenizer, []).accuracy)
 
 
 # --- packing, batching, caching ---------------------------------------------------------------

@@ -13,7 +13,7 @@ in ``generated_dir()/suites/builtin-<preset>/``::
 Same preset and seed give byte-identical weights on one machine, and a killed run
 continues from its last checkpoint to the same weights. See ``builtin_presets`` (sizes
 and schedules), ``builtin_data`` (corpus, tokenizer, packing), ``builtin_train`` (the
-loop) and ``builtin_chat`` (the chat stage).
+loop), ``builtin_chat`` (the chat stage) and ``builtin_task`` (the chat model's task).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 from trustdyn.paths import generated_dir
 from trustdyn.provenance import code_version, hash_state_dict
 from trustdyn.suites.base import CheckpointRef, Suite, SuiteError
-from trustdyn.suites.builtin_chat import boolq_pairs, finetune, gloss_pairs, sft_mixture
-from trustdyn.suites.builtin_chat import yes_no_accuracy as score_yes_no
+from trustdyn.suites.builtin_chat import finetune, gloss_pairs, sft_mixture, task_count
 from trustdyn.suites.builtin_data import (
     CorpusSplit,
     encode_documents,
@@ -43,6 +42,14 @@ from trustdyn.suites.builtin_data import (
     train_tokenizer,
 )
 from trustdyn.suites.builtin_presets import PRESETS, Preset, get_preset
+from trustdyn.suites.builtin_task import (
+    N_BOOT,
+    TASK_DESCRIPTION,
+    TASK_NAME,
+    heldout_items,
+    score_task,
+    train_items,
+)
 from trustdyn.suites.builtin_train import (
     ManifestRow,
     PretrainRun,
@@ -143,8 +150,7 @@ def _manifest_header(preset: Preset, tokenizer: PreTrainedTokenizerFast, split: 
         "tokenizer_hash": tokenizer_hash(tokenizer), "vocab_size": len(tokenizer),
         "code_version": code_version(), "train_blocks": len(train_blocks),
         "heldout_blocks": len(heldout_blocks), "train_docs": len(split.train_docs),
-        "heldout_docs": len(split.heldout_docs), "sft_questions": len(split.sft_questions),
-        "eval_questions": len(split.eval_questions),
+        "heldout_docs": len(split.heldout_docs),
     }
 
 
@@ -206,13 +212,17 @@ def _chat_stage(folder: Path, preset: Preset, tokenizer: PreTrainedTokenizerFast
     """Fine-tune the last checkpoint into the chat model, evaluate it and save ``chat/``."""
     started, cpu_started = time.perf_counter(), time.process_time()
     model = LlamaForCausalLM.from_pretrained(folder / last["path"], dtype=torch.float32)
-    base = score_yes_no(model, tokenizer, split.eval_questions)
-    mixture = sft_mixture(boolq_pairs(split.sft_questions), gloss_pairs(split.train_glosses),
-                          preset.chat_steps * preset.chat_batch_size, preset.seed)
+    n_pairs = preset.chat_steps * preset.chat_batch_size
+    # Drawing as many distinct items as the mixture takes means no task item repeats
+    # while the corpus has enough sentences.
+    task = [item.pair() for item in train_items(split, task_count(n_pairs), preset.seed)]
+    evaluation = heldout_items(split, seed=preset.seed)
+    base = score_task(model, tokenizer, evaluation, preset.seed)
+    mixture = sft_mixture(task, gloss_pairs(split.train_glosses), n_pairs, preset.seed)
     losses = finetune(model, tokenizer, mixture, steps=preset.chat_steps,
                       batch_size=preset.chat_batch_size, lr=preset.chat_lr,
                       max_len=preset.seq_len, progress=progress)
-    chat = score_yes_no(model, tokenizer, split.eval_questions)
+    chat = score_task(model, tokenizer, evaluation, preset.seed)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -225,10 +235,13 @@ def _chat_stage(folder: Path, preset: Preset, tokenizer: PreTrainedTokenizerFast
         "weight_hash": hash_state_dict(model.state_dict()),
         "train_loss": sum(tail) / len(tail), "heldout_loss": heldout_loss(model, heldout_blocks),
         "sft_steps": preset.chat_steps, "sft_examples": len(mixture),
-        "yes_no_accuracy": chat.accuracy, "yes_no_accuracy_base": base.accuracy,
-        "yes_no_majority_baseline": chat.majority_baseline,
-        "yes_no_predicted_yes_rate": chat.predicted_yes_rate, "yes_no_n": chat.n,
-        "yes_no_method": "log p('Yes.') vs log p('No.') after the chat prompt",
+        "sft_task_items": len(task), "task_name": TASK_NAME,
+        "task_description": TASK_DESCRIPTION, "task_accuracy": chat.accuracy,
+        "task_accuracy_ci": list(chat.interval), "majority_baseline": chat.majority_baseline,
+        "task_accuracy_base": base.accuracy,
+        "task_predicted_yes_rate": chat.predicted_yes_rate, "task_n": chat.n,
+        "task_method": "log p('Yes.') vs log p('No.') after the chat prompt; "
+                       f"percentile bootstrap over items ({N_BOOT} replicates)",
         "elapsed_s": round(time.perf_counter() - started, 2),
         "cpu_s": round(time.process_time() - cpu_started, 2),
     }

@@ -1,16 +1,16 @@
-"""The built-in suite's chat stage: supervised fine-tuning on question→answer pairs.
+"""The built-in suite's chat stage: supervised fine-tuning on prompt→answer pairs.
 
 Training pairs come from the vendored corpus:
 
-* BoolQ questions about passages that were pre-trained on → ``"Yes."`` / ``"No."``;
+* the chat task's items from pre-trained passages (``builtin_task``: is a sentence real
+  or shuffled?) → ``"Yes."`` / ``"No."``;
 * WordNet glosses with quoted usage examples (the gloss file is ``definition; "example";
   "example"`` per line, with no headword) → ``Explain the sense used in: "<example>"`` →
-  the definition.
+  the definition, so the chat model also answers in words.
 
 Each pair is rendered with the tokenizer's chat template and the loss covers the answer
-tokens (and the closing ``</s>``) only. Evaluation asks the held-out BoolQ questions
-(whose passages were never trained on) and compares the likelihood of ``"Yes."`` and
-``"No."``; the majority-class baseline is reported beside it.
+tokens (and the closing ``</s>``) only. :func:`answer_logprobs` scores a fixed answer
+after chat prompts, which the task's evaluation compares for ``"Yes."`` and ``"No."``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-from trustdyn.suites.builtin_data import BoolQuestion
-
 IGNORE_INDEX = -100
 YES, NO = "Yes.", "No."
 _QUOTED = re.compile(r'"([^"]+)"')
@@ -37,36 +35,6 @@ class ChatPair:
 
     prompt: str
     answer: str
-
-
-@dataclass(frozen=True)
-class YesNoResult:
-    """Held-out yes/no accuracy of a model and the baselines it must be read against.
-
-    Attributes:
-        accuracy: Fraction of questions where the likelier answer is the right one.
-        majority_baseline: Accuracy of always giving the eval set's majority answer.
-        predicted_yes_rate: Fraction of questions answered "Yes." (1.0 or 0.0 means the
-            model ignores the question).
-        n: Number of evaluated questions.
-
-    """
-
-    accuracy: float
-    majority_baseline: float
-    predicted_yes_rate: float
-    n: int
-
-
-def question_prompt(question: str) -> str:
-    """Turn a lower-case BoolQ question into a sentence: capitalised, ending with '?'."""
-    text = question.strip()
-    return f"{text[:1].upper()}{text[1:]}{'' if text.endswith('?') else '?'}"
-
-
-def boolq_pairs(questions: Sequence[BoolQuestion]) -> list[ChatPair]:
-    """Return one chat pair per question, answered ``"Yes."`` or ``"No."``."""
-    return [ChatPair(question_prompt(q.question), YES if q.answer else NO) for q in questions]
 
 
 def parse_gloss(line: str) -> tuple[str, list[str]]:
@@ -97,11 +65,23 @@ def gloss_pairs(glosses: Sequence[str]) -> list[ChatPair]:
     return pairs
 
 
-def sft_mixture(boolq: Sequence[ChatPair], glosses: Sequence[ChatPair], n: int,
-                seed: int) -> list[ChatPair]:
-    """Return ``n`` training pairs, half BoolQ and half glosses, in a seeded order.
+TASK_SHARE = 0.75
+"""Share of task items in the chat mixture. At the default size, with half the mixture
+(2,400 items) the chat model stayed at chance on held-out items; three quarters learn the
+task, and the quarter of glosses keeps the model answering in words too."""
 
-    Sources are sampled without replacement while they last and cycled afterwards.
+
+def task_count(n: int) -> int:
+    """Return how many of ``n`` mixture pairs are task items (``TASK_SHARE`` of them)."""
+    return round(TASK_SHARE * n)
+
+
+def sft_mixture(task: Sequence[ChatPair], glosses: Sequence[ChatPair], n: int,
+                seed: int) -> list[ChatPair]:
+    """Return ``n`` training pairs, :func:`task_count` task items and the rest glosses.
+
+    The pairs come in a seeded order. Sources are sampled without replacement while they
+    last and cycled afterwards; with one source empty, all pairs come from the other.
     """
     rng = random.Random(seed)
 
@@ -113,8 +93,8 @@ def sft_mixture(boolq: Sequence[ChatPair], glosses: Sequence[ChatPair], n: int,
             order.extend(rng.sample(list(pool), len(pool)))
         return order[:k]
 
-    n_boolq = n // 2 if glosses else n
-    mixture = draw(boolq, n_boolq) + draw(glosses, n - n_boolq if boolq else n)
+    n_task = task_count(n) if glosses else n
+    mixture = draw(task, n_task) + draw(glosses, n - n_task if task else n)
     rng.shuffle(mixture)
     return mixture
 
@@ -273,21 +253,3 @@ def answer_logprobs(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         scores.append((picked * keep).sum(dim=1))
     return torch.cat(scores) if scores else torch.empty(0)
-
-
-def yes_no_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
-                    questions: Sequence[BoolQuestion]) -> YesNoResult:
-    """Score held-out yes/no questions by comparing the likelihoods of "Yes." and "No."."""
-    if not questions:
-        return YesNoResult(float("nan"), float("nan"), float("nan"), 0)
-    prompts = [question_prompt(q.question) for q in questions]
-    says_yes = answer_logprobs(model, tokenizer, prompts, YES) > answer_logprobs(
-        model, tokenizer, prompts, NO)  # [n]
-    truth = torch.tensor([q.answer for q in questions])
-    yes_rate = float(truth.float().mean())
-    return YesNoResult(
-        accuracy=float((says_yes == truth).float().mean()),
-        majority_baseline=max(yes_rate, 1.0 - yes_rate),
-        predicted_yes_rate=float(says_yes.float().mean()),
-        n=len(questions),
-    )

@@ -5,9 +5,8 @@ size limits and a seed:
 
 * :func:`load_corpus` reads the three vendored files (missing files are named in the error).
 * :func:`split_corpus` holds out a seeded set of Wikipedia passages (and glosses). Held-out
-  documents are never pre-trained on, they form the held-out loss slice, and the BoolQ
-  questions about held-out passages are the chat stage's evaluation set, so evaluation
-  questions, their passages and the SFT questions are disjoint.
+  documents are never pre-trained on, they form the held-out loss slice, and the chat
+  task's evaluation items come from the held-out passages only (see ``builtin_task``).
 * :func:`train_tokenizer` trains a deterministic byte-level BPE with pad/bos/eos and chat
   role tokens, a chat template and left padding.
 * :func:`encode_documents` tokenises once and caches ids under ``generated_dir()/cache``,
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -37,7 +35,6 @@ from trustdyn.suites.base import SuiteError
 CORPUS_DIR = DATA_DIR / "corpus"
 PASSAGES_FILE = "wikipedia_passages.txt.gz"
 GLOSSES_FILE = "wordnet_glosses.txt.gz"
-QUESTIONS_FILE = "boolq_questions.jsonl.gz"
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -58,21 +55,11 @@ CHAT_TEMPLATE = (
 
 
 @dataclass(frozen=True)
-class BoolQuestion:
-    """One BoolQ yes/no question about a Wikipedia passage of the corpus."""
-
-    question: str
-    answer: bool
-    passage_line: int
-
-
-@dataclass(frozen=True)
 class Corpus:
     """The vendored corpus, optionally capped to its first ``limit`` lines per text file."""
 
     passages: tuple[str, ...]
     glosses: tuple[str, ...]
-    questions: tuple[BoolQuestion, ...]
 
 
 @dataclass(frozen=True)
@@ -83,16 +70,17 @@ class CorpusSplit:
         train_docs: Documents pre-trained on, in a seeded order mixing both sources.
         heldout_docs: Held-out documents (never trained on), in a seeded order.
         train_glosses: Glosses in ``train_docs`` (the chat stage's WordNet source).
-        sft_questions: BoolQ questions whose passage is pre-trained on (chat training).
-        eval_questions: BoolQ questions whose passage is held out (chat evaluation).
+        train_passages: Passages in ``train_docs``, in corpus order (chat task training).
+        heldout_passages: Passages in ``heldout_docs``, in corpus order (chat task
+            evaluation).
 
     """
 
     train_docs: tuple[str, ...]
     heldout_docs: tuple[str, ...]
     train_glosses: tuple[str, ...]
-    sft_questions: tuple[BoolQuestion, ...]
-    eval_questions: tuple[BoolQuestion, ...]
+    train_passages: tuple[str, ...]
+    heldout_passages: tuple[str, ...]
 
 
 def corpus_file(name: str, corpus_dir: Path | None = None) -> Path:
@@ -118,55 +106,43 @@ def _read_lines(name: str, limit: int | None, corpus_dir: Path | None) -> tuple[
 
 
 def load_corpus(limit: int | None = None, corpus_dir: Path | None = None) -> Corpus:
-    """Read passages, glosses and the BoolQ questions about the passages that are kept.
+    """Read the passages and glosses.
 
     Args:
         limit: Keep only the first ``limit`` lines of each text file (tiny presets).
         corpus_dir: Folder holding the corpus (default ``data/corpus``).
 
     Raises:
-        SuiteError: if a file is missing or the questions file is malformed.
+        SuiteError: if a file is missing.
 
     """
-    passages = _read_lines(PASSAGES_FILE, limit, corpus_dir)
-    glosses = _read_lines(GLOSSES_FILE, limit, corpus_dir)
-    questions = []
-    for number, line in enumerate(_read_lines(QUESTIONS_FILE, None, corpus_dir), start=1):
-        try:
-            row = json.loads(line)
-            question = BoolQuestion(str(row["question"]), bool(row["answer"]),
-                                    int(row["passage_line"]))
-        except (ValueError, KeyError, TypeError) as err:
-            raise SuiteError(f"{QUESTIONS_FILE} line {number} is not a valid question "
-                             f"row ({err}); restore the vendored file.") from err
-        if question.passage_line < len(passages):
-            questions.append(question)
-    return Corpus(passages, glosses, tuple(questions))
+    return Corpus(_read_lines(PASSAGES_FILE, limit, corpus_dir),
+                  _read_lines(GLOSSES_FILE, limit, corpus_dir))
 
 
 def split_corpus(corpus: Corpus, heldout_fraction: float, seed: int) -> CorpusSplit:
     """Hold out a seeded ``heldout_fraction`` of passages and of glosses.
 
-    Questions follow their passage, so no held-out passage is pre-trained on or asked
-    about in the chat stage's training data.
+    Held-out passages are neither pre-trained on nor used for the chat task's training
+    items; they are where its evaluation items come from.
     """
     rng = random.Random(seed)
     n_pass, n_gloss = len(corpus.passages), len(corpus.glosses)
     held_pass = set(rng.sample(range(n_pass), max(1, round(heldout_fraction * n_pass))))
     held_gloss = set(rng.sample(range(n_gloss), max(1, round(heldout_fraction * n_gloss))))
     train_glosses = tuple(g for i, g in enumerate(corpus.glosses) if i not in held_gloss)
-    train_docs = [p for i, p in enumerate(corpus.passages) if i not in held_pass]
-    train_docs += train_glosses
-    heldout_docs = [corpus.passages[i] for i in sorted(held_pass)]
-    heldout_docs += [corpus.glosses[i] for i in sorted(held_gloss)]
+    train_passages = tuple(p for i, p in enumerate(corpus.passages) if i not in held_pass)
+    train_docs = [*train_passages, *train_glosses]
+    heldout_passages = tuple(corpus.passages[i] for i in sorted(held_pass))
+    heldout_docs = [*heldout_passages, *(corpus.glosses[i] for i in sorted(held_gloss))]
     rng.shuffle(train_docs)
     rng.shuffle(heldout_docs)
     return CorpusSplit(
         train_docs=tuple(train_docs),
         heldout_docs=tuple(heldout_docs),
         train_glosses=train_glosses,
-        sft_questions=tuple(q for q in corpus.questions if q.passage_line not in held_pass),
-        eval_questions=tuple(q for q in corpus.questions if q.passage_line in held_pass),
+        train_passages=train_passages,
+        heldout_passages=heldout_passages,
     )
 
 

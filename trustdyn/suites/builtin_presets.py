@@ -142,13 +142,13 @@ PRESETS: dict[str, Preset] = {
             name="default", hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384,
             seq_len=128, vocab=4096, steps=480, batch_size=16, lr=3e-3, warmup_steps=30,
             min_lr_ratio=0.1, checkpoints=log_spaced_steps(480, 28), chat_steps=150,
-            chat_batch_size=32, chat_lr=3e-4, heldout_seqs=64,
+            chat_batch_size=32, chat_lr=1e-3, heldout_seqs=64,
         ),
         Preset(
             name="classroom", hidden=192, layers=6, heads=6, kv_heads=2, intermediate=512,
             seq_len=256, vocab=8192, steps=800, batch_size=16, lr=2e-3, warmup_steps=50,
             min_lr_ratio=0.1, checkpoints=log_spaced_steps(800, 40), chat_steps=300,
-            chat_batch_size=32, chat_lr=3e-4, heldout_seqs=96,
+            chat_batch_size=32, chat_lr=1e-3, heldout_seqs=96,
         ),
     )
 }

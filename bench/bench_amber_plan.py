@@ -5,7 +5,8 @@ The paper's scale is 360 checkpoints of LLM360 Amber (Llama, 32 layers, hidden 4
 random-init Llama with Amber's exact shape (random weights cost the same FLOPs), saved to
 local disk as safetensors and then taken through
 :func:`precompute.pipeline.compute_checkpoint` — load, extraction, probe grid, information
-grid and vectors for all five datasets at the ``classroom`` sizes (every row) — exactly
+grid and vectors for every dataset of the ``classroom`` study (the paper's five and the
+generated ``sentences``) at its sizes (every row) — exactly
 what a Ray task or a ``--shard`` process does per checkpoint. The tokenizer is
 SmolLM2's (a BPE of similar granularity to Llama's; Amber's is not available offline).
 

@@ -110,7 +110,7 @@ def eval_config_for(config: StudyConfig) -> EvalConfig:
 
 
 def _builtin_run(suite: Suite, ref: CheckpointRef) -> tuple[str, int] | None:
-    """Return ``(preset, seed)`` when ``ref`` is the built-in suite's (held-out passages)."""
+    """Return ``(preset, seed)`` when ``ref`` is the built-in suite's (held-out material)."""
     preset, seed = ref.extra.get("preset"), ref.extra.get("seed")
     if suite.name.startswith("builtin") and isinstance(preset, str) and isinstance(seed, int):
         return preset, seed
@@ -257,7 +257,7 @@ def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConf
     assert suite.chat is not None
     guard, norms = yardsticks
     prepared = prepare_dataset(dataset, config)
-    task = build_task(dataset, prepared.dataset, cfg)
+    task = build_task(dataset, prepared.dataset, cfg, _builtin_run(suite, suite.chat))
     probes = store.probe_results(suite.name, dataset) if "probe" in config.stages \
         else pd.DataFrame(columns=["checkpoint", "layer", "accuracy"])
     probe_accuracy = _probe_accuracy(probes)

@@ -32,7 +32,7 @@ from trustdyn.suites import CheckpointRef, Suite
 
 pytestmark = pytest.mark.integration
 
-DATASETS = ("truthfulqa", "toxigen", "sst2")
+DATASETS = ("truthfulqa", "toxigen", "sst2", "sentences")
 HIDDEN, LAYERS = 32, 3
 
 
@@ -156,7 +156,10 @@ def test_stage_writes_the_steering_table_and_resumes(study):
                            & (ok_gains["vector_source"] == row["vector_source"])].iloc[0]
         assert row["applied_norm"] == pytest.approx(matched["applied_norm"])
         if row["status"] == "ok":
-            assert 0.0 <= json.loads(row["params"])["p_value"] <= 1.0 and row["mde"] > 0
+            # An accuracy (sentences) on 4 items of a random tiny model can be the same on
+            # every replicate: a zero standard error, hence MDE 0; the others vary.
+            assert 0.0 <= json.loads(row["params"])["p_value"] <= 1.0
+            assert row["mde"] > 0 or (row["dataset"] == "sentences" and row["mde"] == 0)
 
     # The sweep: every strength tried has perplexity rows; with max_scored = 1 only the
     # strongest strength inside the guard has task rows, the others say why not.
@@ -195,6 +198,18 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     sst = rows[(rows["dataset"] == "sst2") & (rows["split"] == "dev")
                & (rows["vector_source"] == "chat")]
     assert set(np.sign(sst["alpha"])) == {-1.0, 1.0}
+
+    # The chat task (beyond the paper): accuracy on its held-out items, half real and half
+    # shuffled, steered toward label 1 (real); the tiny suite is not built-in, so its items
+    # are the `default` preset's.
+    sent = rows[rows["dataset"] == "sentences"]
+    assert {"accuracy", "yes_rate", "gain", "gain_vs_random"} <= set(sent["metric"])
+    sent_dev = sent[(sent["split"] == "dev") & (sent["vector_source"] == "chat")]
+    assert (sent_dev["alpha"] > 0).all()
+    assert sent_dev["steer_direction"].str.startswith("toward label 1").all()
+    sent_base = sent[(sent["vector_source"] == "none") & (sent["metric"] == "accuracy")]
+    assert sorted(sent_base["n"]) == [4, 4]
+    assert "preset 'default'" in json.loads(sent_base["params"].iloc[0])["task"]["items"]
 
     # The correlation row equals what the dashboard helper recomputes from the file.
     corr = rows[(rows["metric"] == "corr_probe_gain") & (rows["dataset"] == "truthfulqa")]

@@ -64,7 +64,9 @@ def test_builtin_matches_its_card(name, builtins, cards):
     assert ds.label_counts() == (card.n_label0, card.n_label1)
     assert card.rows == card.rows_raw - card.duplicates_dropped - card.conflicts_dropped
     assert ds.labels.dtype == np.int64 and set(np.unique(ds.labels)) == {0, 1}
-    assert card.path.startswith("probe/") and (DATA_DIR / card.path).is_file()
+    assert (DATA_DIR / card.path).is_file()
+    # The paper's five are vendored probe files; `sentences` is generated from the corpus.
+    assert card.path.startswith("probe/" if name in D.PAPER_DATASETS else "corpus/")
 
 
 @pytest.mark.parametrize("name", D.BUILTIN_DATASETS)
@@ -80,7 +82,8 @@ def test_builtin_texts_are_clean_and_unique(name, builtins):
 
 def test_cards_json_matches_vendored_files(cards):
     """Recompute rows, balance and sha256 independently of the loader; catches a stale card."""
-    for name, card in cards.items():
+    for name in D.PAPER_DATASETS:  # `sentences` is generated: tests/unit/test_sentences_task.py
+        card = cards[name]
         path = DATA_DIR / card.path
         assert card.sha256 == hashlib.sha256(path.read_bytes()).hexdigest(), name
         with path.open(encoding="utf-8", newline="") as fh:
@@ -124,12 +127,14 @@ def test_builtin_statistics(cards):
         "toxigen": (6514, 6400, 100, 14),
         "stereoset": (1952, 1952, 0, 0),
         "sst2": (3642, 3614, 0, 28),
+        "sentences": (2000, 2000, 0, 0),
     }
     assert cards["truthfulqa"].n_groups == 410
 
 
 @pytest.mark.parametrize(("name", "sign"), [("truthfulqa", 1), ("confaide", -1), ("toxigen", -1),
-                                            ("stereoset", 1), ("sst2", 1)])
+                                            ("stereoset", 1), ("sst2", 1),
+                                            ("sentences", 1)])
 def test_steering_sign_points_to_desirable_side(name, sign, cards):
     card = cards[name]
     assert card.steering_sign() == sign

@@ -1,16 +1,19 @@
 """Probe datasets: load, clean, validate, split and describe them with dataset cards.
 
-The five builtin datasets (one per trustworthiness dimension) are vendored under
-``data/probe/`` and the steering-evaluation material under ``data/eval/``; nothing here
-reads outside :data:`trustdyn.paths.DATA_DIR`. Users' own CSV/TSV/JSON/JSONL files go
-through :func:`load_table` and hub datasets through :func:`load_hub_dataset`; all three
-share one cleaning (:mod:`~trustdyn.datasets.text`) and validation
-(:mod:`~trustdyn.datasets.validate`) path, so a problem is reported the same way wherever
-the rows came from: a :class:`DatasetError` naming the file, the row and what is wrong.
+The paper's five builtin datasets (one per trustworthiness dimension) are vendored under
+``data/probe/`` and the steering-evaluation material under ``data/eval/``; a sixth,
+``sentences`` (real vs word-shuffled sentences, beyond the paper), is generated from the
+vendored corpus; nothing here reads outside :data:`trustdyn.paths.DATA_DIR`. Users' own
+CSV/TSV/JSON/JSONL files go through :func:`load_table` and hub datasets through
+:func:`load_hub_dataset`; all three share one cleaning (:mod:`~trustdyn.datasets.text`)
+and validation (:mod:`~trustdyn.datasets.validate`) path, so a problem is reported the
+same way wherever the rows came from: a :class:`DatasetError` naming the file, the row and
+what is wrong.
 The other modules: :mod:`~trustdyn.datasets.cards` (card types),
 :mod:`~trustdyn.datasets.tables` (reading files), :mod:`~trustdyn.datasets.loading`
 (files and hub into datasets), :mod:`~trustdyn.datasets.user` (a study's own datasets),
-:mod:`~trustdyn.datasets.builtins`,
+:mod:`~trustdyn.datasets.builtins`, :mod:`~trustdyn.datasets.corpus_sentences` (the
+generated dataset),
 :mod:`~trustdyn.datasets.splits`, :mod:`~trustdyn.datasets.eval_material` (data under
 ``data/eval/``) and :mod:`~trustdyn.datasets.cards_json` (``data/probe/cards.json``,
 checked by ``python -m trustdyn.datasets --check``).
@@ -18,6 +21,7 @@ checked by ``python -m trustdyn.datasets --check``).
 
 from trustdyn.datasets.builtins import (
     BUILTIN_DATASETS,
+    PAPER_DATASETS,
     builtin_cards,
     builtin_path,
     load_dataset,
@@ -54,6 +58,7 @@ __all__ = [
     "BUILTIN_DATASETS",
     "CARDS_FILE",
     "DIMENSIONS",
+    "PAPER_DATASETS",
     "TABLE_KINDS",
     "TABLE_SUFFIXES",
     "CardMeta",

@@ -1,13 +1,19 @@
-"""The five builtin probe datasets (vendored under ``data/probe/``): registry, names and loading."""
+"""The builtin probe datasets (the paper's five vendored ones and ``sentences``): registry, loading.
+
+The paper's five are read from ``data/probe/``; ``sentences``, beyond the paper, is generated
+from the vendored corpus (:mod:`~trustdyn.datasets.corpus_sentences`).
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from trustdyn import paths
 from trustdyn.datasets.cards import DIMENSIONS, CardMeta, DatasetCard
+from trustdyn.datasets.corpus_sentences import SENTENCES_META, load_sentences
 from trustdyn.datasets.errors import DatasetError
 from trustdyn.datasets.eval_material import load_stereoset_dev
 from trustdyn.datasets.loading import _load_file
@@ -20,7 +26,10 @@ from trustdyn.datasets.text import (
 )
 from trustdyn.datasets.validate import TableFormat
 
-BUILTIN_DATASETS: tuple[str, ...] = ("truthfulqa", "confaide", "toxigen", "stereoset", "sst2")
+PAPER_DATASETS: tuple[str, ...] = ("truthfulqa", "confaide", "toxigen", "stereoset", "sst2")
+"""The paper's five datasets, one per trustworthiness dimension (vendored files)."""
+BUILTIN_DATASETS: tuple[str, ...] = (*PAPER_DATASETS, SENTENCES_META.name)
+"""Every builtin dataset: the paper's five and the generated ``sentences`` (beyond the paper)."""
 
 
 _REFERENCE = ("TracingLLM reference implementation of Qian et al. (2024), "
@@ -146,11 +155,15 @@ _BUILTINS: dict[str, _Builtin] = {
 }
 
 
+_GENERATED: dict[str, Callable[[], ProbeDataset]] = {SENTENCES_META.name: load_sentences}
+"""Builtin datasets generated from vendored material rather than read from a probe file."""
+
+
 def resolve_name(name: str) -> str:
     """Map a builtin dataset or dimension name (case-insensitive) to the dataset name."""
     key = name.strip().lower()
     key = DIMENSIONS.get(key, key)
-    if key not in _BUILTINS:
+    if key not in _BUILTINS and key not in _GENERATED:
         raise DatasetError(
             f"unknown dataset {name!r}; builtin datasets: {', '.join(BUILTIN_DATASETS)}; "
             f"dimensions: {', '.join(f'{d} ({n})' for d, n in DIMENSIONS.items())}. "
@@ -160,20 +173,27 @@ def resolve_name(name: str) -> str:
 
 
 def builtin_path(name: str) -> Path:
-    """Return the vendored file of a builtin dataset (or dimension)."""
-    return paths.DATA_DIR / _BUILTINS[resolve_name(name)].file
+    """Return the vendored file of a builtin dataset (or dimension), or the one it is made from."""
+    key = resolve_name(name)
+    if key in _GENERATED:
+        return paths.DATA_DIR / _GENERATED[key]().card.path
+    return paths.DATA_DIR / _BUILTINS[key].file
 
 
 def load_dataset(name: str) -> ProbeDataset:
     """Load a builtin probe dataset by dataset name (``"toxigen"``) or dimension (``"toxicity"``).
 
     Rows are cleaned and validated; drops are counted on the card instead of warned about.
+    ``sentences`` is generated from the vendored corpus (and needs torch to be importable).
 
     Raises:
         DatasetError: Unknown name (the message lists the valid ones) or a missing file.
+        SuiteError: ``sentences`` without its vendored corpus file.
 
     """
     key = resolve_name(name)
+    if key in _GENERATED:
+        return _GENERATED[key]()
     spec = _BUILTINS[key]
     path = paths.DATA_DIR / spec.file
     if not path.is_file():

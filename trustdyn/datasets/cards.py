@@ -19,6 +19,7 @@ DIMENSIONS: dict[str, str] = {
     "toxicity": "toxigen",
     "fairness": "stereoset",
     "robustness": "sst2",
+    "fluency": "sentences",  # beyond the paper: the built-in chat model's task
 }
 CARDS_FILE = "probe/cards.json"
 
@@ -93,7 +94,8 @@ class DatasetCard:
         source: Where the file was taken from.
         upstream: The benchmark it derives from.
         license: Licence of the file as vendored.
-        sha256: Hex sha256 of the file's bytes (hub: of the rows' canonical JSON).
+        sha256: Hex sha256 of the file's bytes (hub and generated datasets: of the rows'
+            canonical JSON).
         notes: Known quirks.
 
     """

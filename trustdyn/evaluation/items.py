@@ -3,14 +3,16 @@
 :func:`build_task` turns a builtin dataset into its
 :class:`~trustdyn.evaluation.tasks.EvalTask` with every row of the study's sampled probe
 dataset removed (ToxiGen's remaining rows are further split, seeded and disjoint, into the
-local judge's training rows, its test rows and the evaluation prompts); :func:`split_items`
-then halves the items into dev and test.
+local judge's training rows, its test rows and the evaluation prompts; ``sentences`` takes
+the built-in chat task's held-out items); :func:`split_items` then halves the items into
+dev and test.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ from trustdyn.evaluation.tasks import (
     EvalTask,
     PrivacyTask,
     RobustnessTask,
+    SentenceTask,
     StereoSetTask,
     ToxicityTask,
     TruthfulQATask,
@@ -83,11 +86,14 @@ def _check_pool(name: str, size: int, need: int = 4) -> None:
                          "(sample fewer probe rows per dataset).")
 
 
-EVALUATED_DATASETS: tuple[str, ...] = ("truthfulqa", "stereoset", "confaide", "sst2", "toxigen")
-"""Builtin datasets with an offline steering evaluation (one per trustworthiness dimension)."""
+EVALUATED_DATASETS: tuple[str, ...] = ("truthfulqa", "stereoset", "confaide", "sst2", "toxigen",
+                                       "sentences")
+"""Builtin datasets with an offline steering evaluation (one per trustworthiness dimension,
+and the built-in chat model's task, ``sentences``, beyond the paper)."""
 
 
-def build_task(name: str, seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
+def build_task(name: str, seen: ProbeDataset, cfg: EvalConfig,
+               builtin: tuple[str, int] | None = None) -> EvalTask:
     """Build the evaluation task of a builtin dataset, held out from what the vectors saw.
 
     Args:
@@ -97,13 +103,18 @@ def build_task(name: str, seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
             TruthfulQA no MC2 question has a row in it and no MC1 (BIG-bench) question is
             in the probe file at all.
         cfg: Sizes and seed (``n_items`` caps each TruthfulQA kind separately).
+        builtin: ``(preset, seed)`` of the built-in run whose chat model is evaluated:
+            ``sentences`` takes that run's held-out chat-task items (other targets get
+            the ``default`` preset's at the study seed).
 
     Raises:
         ValueError: for a dataset with no offline evaluation, or too few held-out items.
 
     """
-    builders = {"truthfulqa": _truthfulqa_task, "stereoset": _stereoset_task,
-                "confaide": _privacy_task, "sst2": _robustness_task, "toxigen": _toxicity_task}
+    builders: dict[str, Callable[[ProbeDataset, EvalConfig], EvalTask]] = {
+        "truthfulqa": _truthfulqa_task, "stereoset": _stereoset_task,
+        "confaide": _privacy_task, "sst2": _robustness_task, "toxigen": _toxicity_task,
+        "sentences": functools.partial(_sentences_task, builtin=builtin)}
     if name not in builders:
         raise ValueError(f"No offline steering evaluation for dataset {name!r}; evaluated "
                          f"datasets: {', '.join(EVALUATED_DATASETS)}.")
@@ -193,6 +204,34 @@ def _toxicity_task(seen: ProbeDataset, cfg: EvalConfig) -> EvalTask:
                               seed=cfg.seed)
     return ToxicityTask(prompts.texts, np.asarray(prompts.labels), judge, accuracy,
                         judge_test.texts, test_labels, max_new_tokens=cfg.max_new_tokens)
+
+
+def _sentences_task(seen: ProbeDataset, cfg: EvalConfig, builtin: tuple[str, int] | None
+                    ) -> EvalTask:
+    """The chat task's held-out items, minus any that shows or is cut from a sampled row."""
+    # builtin_task imports trustdyn.evaluation.metrics: importing it at module level would
+    # make a cycle through this package's __init__.
+    from trustdyn.datasets.corpus_sentences import SOURCE_PRESET
+    from trustdyn.suites.builtin_task import PROMPT, load_heldout_items
+
+    preset, seed = builtin or (SOURCE_PRESET, cfg.seed)
+    # The probe rows come from `default`'s pre-trained passages: another run's split may
+    # hold some of them out, and then its items could show a row the vectors were fitted on.
+    texts = set(seen.texts)
+    shown = {PROMPT.format(sentence=text) for text in texts}
+    pool = [item for item in load_heldout_items(preset, seed)
+            if item.prompt not in shown and item.sentence not in texts]
+    _check_pool("sentences", len(pool))
+    # Half real, half shuffled (as the chat task's items are), so a constant answer scores
+    # 0.5 and accuracy rises only with more correct answers.
+    half = None if cfg.n_items is None else cfg.n_items // 2
+    chosen = [item for answer in (True, False)
+              for item in _sample([i for i in pool if i.answer is answer], half, cfg.seed)]
+    source = (f"held-out items of the built-in chat task (preset {preset!r}, seed {seed}): "
+              "sentences of passages held out of pre-training and fine-tuning, "
+              f"{len(chosen)} of {len(pool)} after removing the study's sampled rows")
+    return SentenceTask([item.prompt for item in chosen],
+                        np.asarray([item.answer for item in chosen]), source)
 
 
 # --------------------------------------------------------------------------- passages

@@ -38,6 +38,32 @@ def chat_text(tokenizer: Any, user_message: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def chat_reply(tokenizer: Any, user_message: str, answer: str) -> str:
+    """Return the text that follows :func:`chat_text` when the assistant replies ``answer``.
+
+    With a chat template it is the answer and the turn's closing tokens (the built-in
+    template's ``</s>``), rendered by the template itself: what a chat model is fine-tuned
+    to produce after the prompt, and what
+    :func:`trustdyn.suites.builtin_chat.answer_logprobs` scores. Without a template it is
+    the plain format's ``" " + answer`` after ``"Assistant:"``.
+
+    Raises:
+        ValueError: if the template does not render the prompt as a prefix of the
+            conversation (no continuation can then be scored).
+
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return " " + answer
+    prompt = chat_prompt(tokenizer, [{"role": "user", "content": user_message}])
+    turns = [{"role": "user", "content": user_message}, {"role": "assistant", "content": answer}]
+    full = str(tokenizer.apply_chat_template(turns, tokenize=False))
+    if not full.startswith(prompt):
+        raise ValueError("The chat template does not render the prompt as a prefix of the "
+                         "conversation; the assistant's reply cannot be scored after it.")
+    return full[len(prompt):]
+
+
 def _adds_bos(tokenizer: Any) -> bool:
     bos_id = getattr(tokenizer, "bos_token_id", None)
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]

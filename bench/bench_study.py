@@ -15,6 +15,7 @@ is the goal itself: the ratio printed is goal / measured (> 1 = goal met).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -132,11 +133,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--workers", default=None,
                         help="passed to the study command (default: its own choice)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="an empty TRUSTDYN_HOME to build in and keep (default: a "
+                        "temporary one, deleted after)")
     parser.add_argument("--no-smollm2", action="store_true",
                         help="built-in suite only (checks the script quickly)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="trustdyn-study-") as tmp:
-        home = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        home = args.home or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="trustdyn-study-")))
+        if args.home is not None:
+            args.home.mkdir(parents=True, exist_ok=True)
+        if args.home is not None and any(args.home.iterdir()):
+            raise SystemExit(f"--home {args.home} is not empty: the study must start from "
+                             "nothing (give a new or empty folder)")
         extra = ([] if args.workers is None else ["--workers", args.workers]) + (
             ["--no-smollm2"] if args.no_smollm2 else [])
         wall, started, peak_gb, cpu = run_study(args.preset, home, extra)

@@ -139,3 +139,18 @@ class FakeHubTable:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_chat() -> tuple[list[Any], PreTrainedTokenizerFast, PreTrainedModel]:
+    """Thirty chat-task items, a built-in tokenizer for them and a random smoke-shaped model."""
+    from trustdyn.suites.builtin_data import train_tokenizer
+    from trustdyn.suites.builtin_presets import PRESETS
+    from trustdyn.suites.builtin_task import build_items
+    from trustdyn.suites.builtin_train import build_model as build_builtin
+
+    sentences = [f"Sentence number {i} has exactly seven words." for i in range(30)]
+    tokenizer = train_tokenizer([*sentences, "Is this a real sentence? Yes. No."] * 5, 320)
+    torch.manual_seed(0)
+    return build_items(sentences, 30, seed=0), tokenizer, build_builtin(
+        PRESETS["smoke"], tokenizer).eval()

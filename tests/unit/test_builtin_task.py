@@ -10,7 +10,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
 from trustdyn.suites.builtin_chat import NO, YES, answer_logprobs
 from trustdyn.suites.builtin_data import (
@@ -18,7 +17,6 @@ from trustdyn.suites.builtin_data import (
     CorpusSplit,
     load_corpus,
     split_corpus,
-    train_tokenizer,
 )
 from trustdyn.suites.builtin_presets import PRESETS, get_preset
 from trustdyn.suites.builtin_task import (
@@ -33,7 +31,6 @@ from trustdyn.suites.builtin_task import (
     shuffle_words,
     train_items,
 )
-from trustdyn.suites.builtin_train import build_model
 
 SHARED = "This sentence is shared by every passage of the corpus here."
 
@@ -121,12 +118,8 @@ def test_default_preset_has_enough_heldout_items():
     assert get_preset("default").heldout_fraction == pytest.approx(0.05)
 
 
-def test_score_task_compares_yes_and_no_and_bootstraps():
-    sentences = [f"Sentence number {i} has exactly seven words." for i in range(30)]
-    items = build_items(sentences, 30, seed=0)
-    tokenizer = train_tokenizer([*sentences, "Is this a real sentence? Yes. No."] * 5, 320)
-    torch.manual_seed(0)
-    model = build_model(PRESETS["smoke"], tokenizer).eval()
+def test_score_task_compares_yes_and_no_and_bootstraps(tiny_sentence_chat):
+    items, tokenizer, model = tiny_sentence_chat
     result = score_task(model, tokenizer, items, seed=0)
     prompts = [i.prompt for i in items]
     says_yes = (answer_logprobs(model, tokenizer, prompts, YES)

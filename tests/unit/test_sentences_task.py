@@ -15,7 +15,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
 import trustdyn.datasets as D
 from trustdyn.datasets.corpus_sentences import N_SENTENCES, load_sentences
@@ -25,16 +24,14 @@ from trustdyn.evaluation.tasks import SentenceTask
 from trustdyn.paths import DATA_DIR
 from trustdyn.suites.builtin_chat import NO, YES, answer_logprobs
 from trustdyn.suites.builtin_data import load_corpus, split_corpus, train_tokenizer
-from trustdyn.suites.builtin_presets import PRESETS, get_preset
+from trustdyn.suites.builtin_presets import get_preset
 from trustdyn.suites.builtin_task import (
     EVAL_ITEMS,
     PROMPT,
-    build_items,
     load_heldout_items,
     passage_sentences,
     score_task,
 )
-from trustdyn.suites.builtin_train import build_model
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +127,8 @@ def test_chat_reply_is_what_the_template_renders_after_the_prompt(tiny_tokenizer
     assert chat_reply(_Plain(), "Is it?", YES) == " Yes."
 
 
-def test_unsteered_task_scores_exactly_as_the_chat_stage():
-    sentences = [f"Sentence number {i} has exactly seven words." for i in range(30)]
-    items = build_items(sentences, 30, seed=0)
-    tokenizer = train_tokenizer([*sentences, "Is this a real sentence? Yes. No."] * 5, 320)
-    torch.manual_seed(0)
-    model = build_model(PRESETS["smoke"], tokenizer).eval()
+def test_unsteered_task_scores_exactly_as_the_chat_stage(tiny_sentence_chat):
+    items, tokenizer, model = tiny_sentence_chat
     task = SentenceTask([i.prompt for i in items], np.array([i.answer for i in items]), "test")
     scorer = Scorer(model, tokenizer, batch_size=7)
     prompts = [chat_text(tokenizer, i.prompt) for i in items]

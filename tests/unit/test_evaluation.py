@@ -50,6 +50,7 @@ from trustdyn.evaluation.metrics import (
     ss_bias_statistic,
     stereoset_items,
 )
+from trustdyn.evaluation.run import without_spread
 from trustdyn.evaluation.scoring import Scorer, chat_text, split_first_word
 from trustdyn.evaluation.tasks import RobustnessTask, StereoSetTask, ToxicityTask, TruthfulQATask
 from trustdyn.generation import batch_loglik
@@ -155,6 +156,21 @@ def test_paired_bootstrap_of_identical_tables_is_exactly_zero():
 
 
 # --------------------------------------------------------------------------- judge, correlation
+
+
+def test_a_gain_without_spread_is_undefined_and_one_with_spread_is_not():
+    rng = np.random.default_rng(0)
+    table = rng.integers(0, 2, size=(40, 1)).astype(float)
+    same = paired_bootstrap(table, table.copy(), column_mean(), np.subtract, n_boot=200, seed=0)
+    reason = without_spread(same, "accuracy")
+    assert reason is not None and "no spread" in reason and "accuracy" in reason
+    shifted = paired_bootstrap(table + 0.5, table, column_mean(), np.subtract, n_boot=200,
+                               seed=0)  # every item differs alike: still no spread
+    assert shifted.value == pytest.approx(0.5) and without_spread(shifted, "gap") is not None
+    flipped = table.copy()
+    flipped[:10] = 1 - flipped[:10]
+    varied = paired_bootstrap(flipped, table, column_mean(), np.subtract, n_boot=200, seed=0)
+    assert varied.se > 0 and without_spread(varied, "accuracy") is None
 
 
 def test_toxicity_judge_learns_a_toy_set():

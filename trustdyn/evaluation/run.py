@@ -48,7 +48,7 @@ from trustdyn.schema import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, N
 from trustdyn.stats import Correlation, pearson
 from trustdyn.steering import SteeringVector, signed_alpha
 
-__all__ = ["evaluate_dataset", "select_candidate"]
+__all__ = ["evaluate_dataset", "select_candidate", "without_spread"]
 
 NO_ADMISSIBLE = "no admissible setting"
 """``status`` of a source's test row when no dev setting passed the guard undegenerate."""
@@ -452,6 +452,20 @@ def _control_tables(ctx: _Context, layer: int, alpha: float) -> dict[str, np.nda
     return ctx.control_tables[key]
 
 
+def without_spread(gain: Estimate, metric: str) -> str | None:
+    """Return why a bootstrapped gain is undefined when its replicates have no spread.
+
+    A zero (or undefined) standard error gives a one-point interval, a p-value of 0 or 1
+    and an MDE of 0: a claim of perfect power that no data supports. Float round-off in the
+    replicates (relative 1e-9) counts as no spread. ``None`` when the replicates vary.
+    """
+    if gain.se > 1e-9 * max(1.0, abs(gain.value)):
+        return None
+    return (f"the gain's paired bootstrap has no spread (every resample gives "
+            f"{gain.value:+.4g}: no test item's {metric} differs between this setting and "
+            "the reference, or all differ alike), so it has no interval, p-value or MDE")
+
+
 def _gain_row(ctx: _Context, cand: _Candidate, name: str, tables: Mapping[str, np.ndarray],
               reference: Mapping[str, np.ndarray], direction: str,
               params: Mapping[str, Any]) -> None:
@@ -469,6 +483,11 @@ def _gain_row(ctx: _Context, cand: _Candidate, name: str, tables: Mapping[str, n
     strata = None if metric.stratify_column is None else table[:, metric.stratify_column]
     gain = paired_bootstrap(table, ref, metric.statistic, lambda a, b: sign * (a - b),
                             n_boot=ctx.cfg.n_bootstrap, seed=ctx.cfg.seed, strata=strata)
+    flat = without_spread(gain, metric.name)
+    if flat is not None:
+        ctx.row(cand.source.name, name, "test", cand.layer, cand.alpha, direction,
+                _undefined(len(table)), params, cand=cand, status=UNDEFINED, reason=flat)
+        return
     ctx.row(cand.source.name, name, "test", cand.layer, cand.alpha, direction, gain,
             {**params, "p_value": _finite(gain.p)}, cand=cand,
             mde=minimum_detectable_effect(gain.se))

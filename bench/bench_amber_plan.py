@@ -5,8 +5,9 @@ The paper's scale is 360 checkpoints of LLM360 Amber (Llama, 32 layers, hidden 4
 random-init Llama with Amber's exact shape (random weights cost the same FLOPs), saved to
 local disk as safetensors and then taken through
 :func:`precompute.pipeline.compute_checkpoint` — load, extraction, probe grid, information
-grid and vectors for every dataset of the ``classroom`` study (the paper's five and the
-generated ``sentences``) at its sizes (every row) — exactly
+grid and vectors for every dataset of a public-suite study (the paper's five and the
+generated ``sentences``) at its sizes (every row, :data:`precompute.study.PUBLIC_SIZES`) —
+exactly
 what a Ray task or a ``--shard`` process does per checkpoint. The tokenizer is
 SmolLM2's (a BPE of similar granularity to Llama's; Amber's is not available offline).
 
@@ -80,7 +81,7 @@ def build_checkpoint(folder: Path, tokenizer_dir: Path, shape: dict[str, Any],
 def time_pipeline(folder: Path, device: str, dtype: str, n_per_dataset: int | None
                   ) -> dict[str, Any]:
     """Run compute_checkpoint on the saved model; return wall seconds per step."""
-    config = study_config("classroom", device=device, dtype=dtype, batch_size=64,
+    config = study_config(None, device=device, dtype=dtype, batch_size=64,
                           n_per_dataset=n_per_dataset)
     ref = CheckpointRef(suite="amber-shaped", name="ckpt-000", step=0, source=str(folder))
     suite = Suite(name="amber-shaped", description="random Amber-shaped Llama",
@@ -116,7 +117,7 @@ def time_extraction(folder: Path, device: str, dtype: torch.dtype, block_params:
     ref = CheckpointRef(suite="amber-shaped", name="ckpt-000", step=0, source=str(folder))
     model, tokenizer = load_checkpoint(
         ref, LoadOptions(device=device, dtype=str(dtype).removeprefix("torch.")))
-    texts = list(prepare_dataset("toxigen", study_config("classroom")).dataset.texts)
+    texts = list(prepare_dataset("toxigen", study_config(None)).dataset.texts)
     texts = texts[:n_statements]
     tokens = sum(len(ids) for ids in tokenize_left_truncated(tokenizer, texts, 128))
     extract_activations(model, tokenizer, texts[:64], batch_size=64, max_length=128)  # warm-up
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the model is saved (default: a temporary folder)")
     parser.add_argument("--n-per-dataset", type=int, default=None,
-                        help="rows per dataset (default: every row, as classroom)")
+                        help="rows per dataset (default: every row, as a public-suite study)")
     parser.add_argument("--extract-n", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)

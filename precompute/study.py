@@ -129,18 +129,23 @@ class StudyConfig:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+PUBLIC_SIZES = StudyConfig(n_per_dataset=None, info_n=512)
+"""Sizes of a study on a public suite named without ``--preset``: every row, the full
+steering grid (meant for GPUs)."""
+
 # Per-preset sizes: `smoke` keeps tests to seconds, `default` keeps the whole default study
-# within its time budget on a 2-core laptop, `classroom` and public suites use every row.
+# within 15 minutes on a 2-core laptop and `classroom` within 45 (the reduced steering
+# grid on a 12-block model; the full grid there would take hours on two cores).
 _PRESET_CONFIGS: dict[str, StudyConfig] = {
     "smoke": StudyConfig(n_per_dataset=80, info_n=48, n_bootstrap=100, n_permutations=5,
                          steer_eval="smoke"),
     "default": StudyConfig(n_per_dataset=600, info_n=256, steer_eval="reduced"),
-    "classroom": StudyConfig(n_per_dataset=None, info_n=512),
+    "classroom": StudyConfig(n_per_dataset=800, info_n=256, steer_eval="reduced"),
     # SmolLM2-135M-Instruct is ~100x the built-in model: fewer rows keep the default study
     # within budget; its vectors exist for every layer and dataset all the same. Its
     # steering evaluation (chat vector vs random; no pre-training checkpoints) costs ~90
-    # CPU-s per sweep, ~40 minutes even on the reduced grid, so `default` leaves it to
-    # `classroom`. It keeps the paper's five datasets: `sentences` is the built-in chat
+    # CPU-s per sweep, ~40 minutes even on the reduced grid, so the laptop presets leave it
+    # to public-suite runs. It keeps the paper's five datasets: `sentences` is the built-in chat
     # model's task, and a sixth dataset would cost it a fifth more time. Every other suite
     # probes all six (the sentences are plain English any model can read).
     "smollm2-smoke": StudyConfig(datasets=PAPER_DATASETS, n_per_dataset=40, info_n=32,
@@ -148,8 +153,8 @@ _PRESET_CONFIGS: dict[str, StudyConfig] = {
                                  steer_eval="smoke"),
     "smollm2-default": StudyConfig(datasets=PAPER_DATASETS, n_per_dataset=200, info_n=128,
                                    batch_size=32, steer_eval=None),
-    "smollm2-classroom": StudyConfig(datasets=PAPER_DATASETS, n_per_dataset=None, info_n=512,
-                                     batch_size=32),
+    "smollm2-classroom": StudyConfig(datasets=PAPER_DATASETS, n_per_dataset=400, info_n=256,
+                                     batch_size=32, steer_eval=None),
 }
 
 
@@ -176,7 +181,7 @@ def sizes_for(suite: str, preset: str | None) -> str | None:
 
 
 def study_config(preset: str | None, **overrides: Any) -> StudyConfig:
-    """Return the study config for a preset (public suites use ``classroom`` sizes).
+    """Return the study config for a preset (``None``: :data:`PUBLIC_SIZES`).
 
     Raises:
         ValueError: ``preset`` names no study sizes (the message lists them).
@@ -184,5 +189,5 @@ def study_config(preset: str | None, **overrides: Any) -> StudyConfig:
     if preset is not None and preset not in _PRESET_CONFIGS:
         raise ValueError(f"No study sizes called {preset!r}; use one of "
                          f"{', '.join(SIZE_PRESETS)}.")
-    base = _PRESET_CONFIGS[preset or "classroom"]
+    base = PUBLIC_SIZES if preset is None else _PRESET_CONFIGS[preset]
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -94,7 +94,7 @@ def run_turn_stage(suite: Suite, store: Store, config: StudyConfig, progress: bo
 def eval_config_for(config: StudyConfig) -> EvalConfig:
     """Return the steering-evaluation grid named by ``config.steer_eval``.
 
-    ``full`` for classroom and public suites, ``reduced`` for the default study, ``smoke``
+    ``full`` for public suites, ``reduced`` for the default and classroom studies, ``smoke``
     for tests; the seed and bootstrap count follow the study's.
 
     Raises:

@@ -294,7 +294,8 @@ def test_single_checkpoint_chat_suite_compares_own_vector_with_random(study):
 
 def test_eval_grid_follows_the_study_preset():
     assert eval_config_for(study_config("default")).name == "reduced"
-    assert eval_config_for(study_config("classroom")).name == "full"
+    assert eval_config_for(study_config("classroom")).name == "reduced"
+    assert eval_config_for(study_config(None)).name == "full"  # a public suite
     smoke = eval_config_for(study_config("smoke", seed=3, n_bootstrap=20))
     assert (smoke.name, smoke.seed, smoke.n_bootstrap) == ("smoke", 3, 20)
     assert (smoke.scaling, smoke.positions) == ("target", "newest")

@@ -80,8 +80,9 @@ def test_presets_are_named_and_ordered_by_size():
     smoke, default, classroom = PRESETS["smoke"], PRESETS["default"], PRESETS["classroom"]
     assert smoke.layers * smoke.hidden < default.layers * default.hidden
     assert default.layers * default.hidden < classroom.layers * classroom.hidden
-    assert len(default.checkpoints) >= 24
-    assert 4 <= default.layers <= 6 and 128 <= default.hidden <= 192
+    # Deep enough for "middle layers" to exist; dense enough early for a turn.
+    assert len(default.checkpoints) >= 20 and default.layers >= 8
+    assert classroom.layers > default.layers
     assert 5 <= len(smoke.checkpoints) <= 8 and smoke.steps <= 30
 
 
@@ -94,7 +95,8 @@ def test_default_checkpoints_are_dense_early_then_sparse():
     assert all(b >= a - 1 for a, b in itertools.pairwise(gaps))
 
 
-@pytest.mark.parametrize(("total", "count"), [(20, 6), (480, 28), (1000, 40), (5, 6), (9, 2)])
+@pytest.mark.parametrize(("total", "count"),
+                         [(20, 6), (480, 20), (480, 28), (800, 24), (5, 6), (9, 2)])
 def test_log_spaced_steps_has_exact_count_and_ends(total, count):
     steps = log_spaced_steps(total, count)
     assert len(steps) == count

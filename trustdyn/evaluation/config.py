@@ -4,7 +4,7 @@
 evaluation items and passages, which layers, which strength ladder, which checkpoints'
 vectors, the perplexity guard, bootstrap and judge sizes, the seed. Three grids exist:
 ``smoke`` (tests), ``reduced`` (the default study's time budget on two CPU cores) and
-``full`` (classroom and public suites). The grid name is stored with every row.
+``full`` (public suites, meant for GPUs). The grid name is stored with every row.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class EvalConfig:
 
     Attributes:
         name: Grid name: ``"smoke"`` (tests), ``"reduced"`` (the default study's time
-            budget) or ``"full"`` (classroom and public suites).
+            budget and ``classroom``'s) or ``"full"`` (public suites, meant for GPUs).
         n_items: Evaluation items sampled per dataset from its held-out pool (``None`` =
             the whole pool), split into dev and test.
         dev_fraction: Share of items (and passages) in the dev split.
@@ -127,4 +127,4 @@ EVAL_PRESETS: dict[str, EvalConfig] = dict(zip(EVAL_GRIDS, (
 ), strict=True))
 """Grids. ``reduced`` is the default study's: 200 items per dataset (per question kind for
 TruthfulQA), 80 on dev and 120 on test, enough for a minimum detectable effect of about 10
-points on a paired share; ``full`` for classroom and public suites."""
+points on a paired share, also ``classroom``'s; ``full`` for public suites (meant for GPUs)."""

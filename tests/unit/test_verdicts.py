@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from trustdyn.stats import partial_pearson, pearson
-from trustdyn.testing.planted import NULL_FAMILIES, Plan, SteeringPlan, error_rates, helps_rates
+from trustdyn.testing.planted import (
+    DEFAULT_LAYERS,
+    NULL_FAMILIES,
+    Plan,
+    SteeringPlan,
+    error_rates,
+    helps_rates,
+)
 from trustdyn.verdicts import (
     dataset_alpha,
     helps_level,
@@ -99,11 +106,11 @@ def test_dataset_alpha_shares_the_level():
 @pytest.mark.parametrize("kind", ["separation", "turn"])
 def test_error_rates_stay_within_bounds_on_a_small_seed_set(kind, tmp_path):
     # The calibration of bench/bench_verdicts.py on fewer studies: every null family with
-    # 4 layers, the two hardest with 32, and the planted effect with both.
-    plans = [Plan(family, 4) for family in NULL_FAMILIES]
+    # the default study's layers, the two hardest with 32, and the planted effect with both.
+    plans = [Plan(family, DEFAULT_LAYERS) for family in NULL_FAMILIES]
     plans += [Plan(family, 32) for family in ("random_walk", "ar0.95")]
     effect = 0.15 if kind == "separation" else 15.0
-    plans += [Plan("white", n, effect=effect) for n in (4, 32)]
+    plans += [Plan("white", n, effect=effect) for n in (DEFAULT_LAYERS, 32)]
     rates = error_rates(str(tmp_path / "rates.duckdb"), kind, plans, n_studies=8, seed=1)
     null, planted = rates[rates["effect"] == 0], rates[rates["effect"] > 0]
     assert (null["per_dataset"] <= 0.05).all(), rates

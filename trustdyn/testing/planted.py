@@ -16,19 +16,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trustdyn.datasets import BUILTIN_DATASETS
 from trustdyn.evaluation.metrics import column_mean, paired_bootstrap
 from trustdyn.findings import information_finding, probe_details
 from trustdyn.probes import balanced_accuracy, bootstrap_counts, weighted_balanced_accuracy
 from trustdyn.schema import ALL_CHECKPOINTS, PER_CHECKPOINT_STAGES, TURNS_STAGE, Unit, study_units
 from trustdyn.store import Store
-from trustdyn.suites.builtin_presets import log_spaced_steps
+from trustdyn.suites.builtin_presets import PRESETS
 from trustdyn.verdicts import helps_verdict, turn_table
 
 NULL_FAMILIES: tuple[str, ...] = ("white", "random_walk", "ar0.5", "ar0.8", "ar0.95",
                                   "monotone")
 """Noise over checkpoints with no effect: the verdicts must stay quiet on every one."""
-STEPS: tuple[int, ...] = log_spaced_steps(480, 28)
+STEPS: tuple[int, ...] = PRESETS["default"].checkpoints
 """The default study's checkpoint schedule."""
+DEFAULT_LAYERS: int = PRESETS["default"].layers
+"""The default study's decoder blocks (the calibration's small shape; Amber's 32 the big)."""
 ESTIMATORS: tuple[str, ...] = ("renyi", "nhsic")
 
 
@@ -51,7 +54,7 @@ class Plan:
 
     family: str
     n_layers: int
-    n_datasets: int = 5
+    n_datasets: int = len(BUILTIN_DATASETS)
     effect: float = 0.0
     onset: int = 8
     n_items: int = 180
@@ -262,7 +265,7 @@ class SteeringPlan:
 
     """
 
-    n_datasets: int = 5
+    n_datasets: int = len(BUILTIN_DATASETS)
     n_sources: int = 8
     n_items: int = 120
     base_rate: float = 0.5

@@ -129,3 +129,16 @@ def test_the_lab_names_both_widths_for_a_file_that_does_not_fit(tmp_path: Path) 
     errors = "".join(str(e.value) for e in at.error)
     assert "width 8 (layers 1, 4)" in errors and "hidden size is 32" in errors
     assert not at.exception
+
+
+def test_every_dimension_has_example_prompts_and_fluency_uses_the_chat_task_format() -> None:
+    from trustdyn.datasets import DIMENSIONS
+    from trustdyn.suites.builtin_task import PROMPT
+
+    assert set(lab.EXAMPLE_PROMPTS) == set(DIMENSIONS)
+    prefix = PROMPT.split("{sentence}")[0]
+    real, shuffled = lab.EXAMPLE_PROMPTS["fluency"]
+    assert real.startswith(prefix) and shuffled.startswith(prefix)
+    words = real.removeprefix(prefix).strip('"').split()
+    # The task's shuffles keep each word with its punctuation (builtin_task.shuffle_words).
+    assert sorted(shuffled.removeprefix(prefix).strip('"').split()) == sorted(words)

@@ -20,7 +20,7 @@ right answers:
   the least height recalled at ≥ 0.8 being the smallest turn the default study can show.
 
     python -m bench.bench_verdicts                    # 10 studies per case: ~2 minutes
-    python -m bench.bench_verdicts --studies 40       # tighter rates: ~8 minutes
+    python -m bench.bench_verdicts --studies 40       # tighter rates: ~9-12 minutes
 
 Writes ``bench/results/bench_verdicts.json``.
 """

@@ -5,7 +5,7 @@ a fitting → compression turn) it simulates studies of the default study's shap
 checkpoint schedule and six datasets) with its 8 layers and with 32, writes them through
 the study store and runs the same verdict code as the pipeline and the story; for
 ``helps`` (a steering vector beats the random direction of the same norm) it simulates
-steering evaluations of 5 datasets × 8 pre-training vectors on 120 shared test items
+steering evaluations of 6 datasets × 8 pre-training vectors on 120 shared test items
 through the evaluation's paired bootstrap and :func:`trustdyn.verdicts.helps_verdict`,
 with no effect and with a planted rise of 0.10, 0.15 and 0.20 in one vector's share of
 right answers:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     result: dict[str, object] = {"studies": args.studies,
-                                 "datasets_per_study": Plan("white", 1).n_datasets,
+                                 "datasets_per_study": Plan.n_datasets,
                                  "alpha": ALPHA}
     for verdict, kind in VERDICTS.items():
         rates = calibrate(kind, args.studies, seed=args.seed)

@@ -26,9 +26,12 @@ def summary_view(details: pd.DataFrame, target: str, dataset: str) -> None:
         return
     r = row.iloc[0]
     chat = "helps" if bool(r["chat_helps"]) else "does not help"
+    contrastive = ("" if pd.isna(r["contrastive_gain_vs_random"]) else
+                   "; the contrastive vector (beyond the paper) "
+                   + ("helps" if bool(r["contrastive_helps"]) else "does not help"))
     st.markdown(f"**{int(r['helping'])} of {int(r['pretraining_sources'])}** pre-training "
                 f"vectors help on {dataset} (each tested at one-sided level "
-                f"{float(r['level']):.2g}); the chat model's own vector {chat}.")
+                f"{float(r['level']):.2g}); the chat model's own vector {chat}{contrastive}.")
     with st.expander("Every dataset"):
         st.dataframe(tables.story_steering_table(details), hide_index=True)
 

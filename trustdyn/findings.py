@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trustdyn.schema import CONTRASTIVE_SOURCE
 from trustdyn.stats import CI_LEVEL, Correlation, partial_pearson, pearson
 from trustdyn.store import Store
 from trustdyn.verdicts import (
@@ -302,6 +303,11 @@ def vector_helps(versus: pd.DataFrame, n_sources: int, n_datasets: int) -> pd.Se
                               strict=True)], index=versus.index, dtype=bool)
 
 
+def _first_value(rows: pd.DataFrame) -> float:
+    """The ``value`` of a source's one test row, NaN when the source was not evaluated."""
+    return float(rows["value"].iloc[0]) if len(rows) else np.nan
+
+
 def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
     """Return, per (target, dataset), the "helps" verdicts and the numbers behind them.
 
@@ -313,8 +319,11 @@ def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``target``, ``dataset``, ``pretraining_sources``, ``no_admissible``,
     ``helping`` (pre-training sources that help), ``chat_helps``, ``best_gain_vs_random``
-    with its interval and ``mde``, ``best_source``, ``chat_gain_vs_random``, ``level``,
-    ``corr_probe_gain``, ``partial_corr_probe_gain``, ``corr_n``.
+    with its interval and ``mde``, ``best_source``, ``chat_gain_vs_random``,
+    ``contrastive_helps`` and ``contrastive_gain_vs_random`` (the contrastive source beyond
+    the paper, tested at the same level as the chat's own vector; ``False`` and NaN when
+    the study has none), ``level``, ``corr_probe_gain``, ``partial_corr_probe_gain``,
+    ``corr_n``.
     """
     tested = evals[(evals["split"] == "test") & evals["metric"].isin(["gain", "gain_vs_random"])]
     n_datasets = max(tested["dataset"].nunique(), 1)
@@ -326,6 +335,7 @@ def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
         n_sources = len(pre)
         pre_vs = versus[versus["role"] == "pretraining"]
         chat_vs = versus[versus["role"] == "chat"]
+        contrastive_vs = versus[versus["role"] == CONTRASTIVE_SOURCE]
         ranked = pre_vs.dropna(subset=["value"]).sort_values("value", ascending=False)
         best = ranked.iloc[0] if len(ranked) else None
         pairs, corr = gain_vs_probe(evals, probes[probes["dataset"] == dataset], str(target),
@@ -340,8 +350,10 @@ def steering_details(evals: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
             "best_lo": np.nan if best is None else best["ci_lo"],
             "best_hi": np.nan if best is None else best["ci_hi"],
             "mde": np.nan if best is None else best["mde"],
-            "chat_gain_vs_random": float(chat_vs["value"].iloc[0]) if len(chat_vs)
-            else np.nan,
+            "chat_gain_vs_random": _first_value(chat_vs),
+            "contrastive_helps": bool(
+                vector_helps(contrastive_vs, n_sources, n_datasets).any()),
+            "contrastive_gain_vs_random": _first_value(contrastive_vs),
             "level": helps_level(n_sources, n_datasets),
             "corr_probe_gain": corr.r, "partial_corr_probe_gain": norm_controlled(pairs).r,
             "corr_n": corr.n,
@@ -373,6 +385,9 @@ def steering_finding(evals: pd.DataFrame, probes: pd.DataFrame) -> Finding:
             "perplexity guard.")
     text += (f" The chat model's own vector helps on {int(details['chat_helps'].sum())} of "
              f"{len(details)}.")
+    if details["contrastive_gain_vs_random"].notna().any():
+        text += (" The contrastive vector (computed on the chat model, beyond the paper) helps "
+                 f"on {int(details['contrastive_helps'].sum())} of {len(details)}.")
     blocked = details[details["no_admissible"] > 0]
     if len(blocked):
         text += (" No admissible setting (every dev setting over the guard or degenerate) "

@@ -131,6 +131,13 @@ def test_stage_writes_the_steering_table_and_resumes(study):
     assert (contrastive.map(lambda p: p["role"]) == "contrastive").all()
     assert (contrastive.map(lambda p: p["recipe"]["pairs"]) > 0).all()
     assert (contrastive.map(lambda p: p["recipe"]["max_pairs"]) == cfg.contrastive_pairs).all()
+    # The "helps" summary reports it beside the chat's own vector, from the same test row.
+    details = findings.steering_details(store.steering_eval_table(suite.name),
+                                        store.probe_grid(suite.name, None))
+    versus = rows[(rows["split"] == "test") & (rows["metric"] == "gain_vs_random")
+                  & (rows["vector_source"] == "contrastive")].set_index("dataset")["value"]
+    np.testing.assert_allclose(details.set_index("dataset")["contrastive_gain_vs_random"]
+                               .loc[versus.index], versus)
 
     # One intervention and one unit of strength, recorded with every row; every steered
     # row carries its applied norm and its ratio to the chat model's residual norm.

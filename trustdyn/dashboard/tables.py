@@ -706,7 +706,8 @@ def story_steering_table(details: pd.DataFrame) -> pd.DataFrame:
     Columns: ``target``, ``dataset``, ``pre-training vectors that help`` (``k of n``),
     ``no admissible setting``, ``level per vector`` (one-sided), ``best pre-training
     vector``, ``its gain over random [95%]``, ``its MDE``, ``chat's own vector helps``,
-    ``chat's gain over random``, ``r (probe, gain)``, ``r, norm held fixed`` and
+    ``chat's gain over random``, ``contrastive vector helps``, ``contrastive's gain over
+    random`` (— without that source), ``r (probe, gain)``, ``r, norm held fixed`` and
     ``checkpoints`` (pairs behind the correlations).
     """
     if details.empty:
@@ -727,6 +728,9 @@ def story_steering_table(details: pd.DataFrame) -> pd.DataFrame:
         "chat's own vector helps": details["chat_helps"].astype(bool),
         "chat's gain over random": [_number(v, "+.3f")
                                     for v in details["chat_gain_vs_random"]],
+        "contrastive vector helps": details["contrastive_helps"].astype(bool),
+        "contrastive's gain over random": [_number(v, "+.3f")
+                                           for v in details["contrastive_gain_vs_random"]],
         "r (probe, gain)": [_r_cell(v) for v in details["corr_probe_gain"]],
         "r, norm held fixed": [_r_cell(v) for v in details["partial_corr_probe_gain"]],
         "checkpoints": details["corr_n"],

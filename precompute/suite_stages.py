@@ -177,16 +177,16 @@ def run_steering_stage(suite: Suite, store: Store, config: StudyConfig,
         todo.append(name)
     if not todo:
         return 0
-    for name, rows, seconds in _evaluated(suite, store, config, todo, pretraining, workers,
-                                          progress):
+    for name, rows, seconds in _evaluated(suite, store, config, cfg, todo, pretraining,
+                                          workers, progress):
         store.write_unit(Unit(suite.name, chat.name, name, STEERING_STAGE),
                          {"steering_evals": rows}, seconds=seconds)
     return len(todo)
 
 
-def _evaluated(suite: Suite, store: Store, config: StudyConfig, names: list[str],
-               pretraining: list[tuple[str, int | None]], workers: int, progress: bool
-               ) -> Iterator[tuple[str, list[dict[str, Any]], float]]:
+def _evaluated(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConfig,
+               names: list[str], pretraining: list[tuple[str, int | None]], workers: int,
+               progress: bool) -> Iterator[tuple[str, list[dict[str, Any]], float]]:
     """Yield ``(dataset, rows, seconds)`` per dataset as each evaluation finishes.
 
     One worker shares one loaded chat model across datasets; with more, each dataset is a
@@ -194,26 +194,25 @@ def _evaluated(suite: Suite, store: Store, config: StudyConfig, names: list[str]
     for models that make parallel datasets worth it).
     """
     if workers == 1 or len(names) == 1:
-        model, tokenizer, yardsticks = _chat_model(suite, config)
+        model, tokenizer, yardsticks = _chat_model(suite, config, cfg)
         for name in names:
             start = time.perf_counter()
-            rows = steering_rows(suite, store, config, eval_config_for(config), name, model,
-                                 tokenizer, yardsticks, pretraining, progress)
+            rows = steering_rows(suite, store, config, cfg, name, model, tokenizer, yardsticks,
+                                 pretraining, progress)
             yield name, rows, time.perf_counter() - start
         return
     with worker_pool(min(workers, len(names))) as pool:
-        futures = {pool.submit(_evaluate_in_worker, suite, store.path, config, name,
+        futures = {pool.submit(_evaluate_in_worker, suite, store.path, config, cfg, name,
                                pretraining): name for name in names}
         for future in as_completed(futures):
             rows, seconds = future.result()
             yield futures[future], rows, seconds
 
 
-def _chat_model(suite: Suite, config: StudyConfig
+def _chat_model(suite: Suite, config: StudyConfig, cfg: EvalConfig
                 ) -> tuple[nn.Module, Any, tuple[PerplexityGuard, dict[int, float]]]:
     """Load the chat model; return it, its tokenizer, the guard and its residual norms."""
     assert suite.chat is not None
-    cfg = eval_config_for(config)
     model, tokenizer = load_checkpoint(suite.chat, LoadOptions(device=config.device,
                                                                dtype=config.dtype))
     passages, source = heldout_passages(_builtin_run(suite, suite.chat), cfg)
@@ -221,14 +220,14 @@ def _chat_model(suite: Suite, config: StudyConfig
     return model, tokenizer, (PerplexityGuard(passages, source), norms)
 
 
-def _evaluate_in_worker(suite: Suite, path: Path, config: StudyConfig, dataset: str,
-                        pretraining: list[tuple[str, int | None]]
+def _evaluate_in_worker(suite: Suite, path: Path, config: StudyConfig, cfg: EvalConfig,
+                        dataset: str, pretraining: list[tuple[str, int | None]]
                         ) -> tuple[list[dict[str, Any]], float]:
     """Evaluate one dataset in a worker process (reads the study file, writes nothing)."""
     start = time.perf_counter()
-    model, tokenizer, yardsticks = _chat_model(suite, config)
-    rows = steering_rows(suite, Store(path), config, eval_config_for(config), dataset, model,
-                         tokenizer, yardsticks, pretraining, False)
+    model, tokenizer, yardsticks = _chat_model(suite, config, cfg)
+    rows = steering_rows(suite, Store(path), config, cfg, dataset, model, tokenizer,
+                         yardsticks, pretraining, False)
     return rows, time.perf_counter() - start
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from trustdyn import paths
 from trustdyn.datasets.cards import DIMENSIONS, CardMeta, DatasetCard
-from trustdyn.datasets.corpus_sentences import SENTENCES_META, load_sentences
+from trustdyn.datasets.corpus_sentences import SENTENCES_META, load_sentences, sentences_source
 from trustdyn.datasets.errors import DatasetError
 from trustdyn.datasets.eval_material import load_stereoset_dev
 from trustdyn.datasets.loading import _load_file
@@ -155,7 +155,14 @@ _BUILTINS: dict[str, _Builtin] = {
 }
 
 
-_GENERATED: dict[str, Callable[[], ProbeDataset]] = {SENTENCES_META.name: load_sentences}
+@dataclass(frozen=True)
+class _Generated:
+    load: Callable[[], ProbeDataset]
+    source: Callable[[], Path]  # the vendored file the rows are made from
+
+
+_GENERATED: dict[str, _Generated] = {
+    SENTENCES_META.name: _Generated(load_sentences, sentences_source)}
 """Builtin datasets generated from vendored material rather than read from a probe file."""
 
 
@@ -176,7 +183,7 @@ def builtin_path(name: str) -> Path:
     """Return the vendored file of a builtin dataset (or dimension), or the one it is made from."""
     key = resolve_name(name)
     if key in _GENERATED:
-        return paths.DATA_DIR / _GENERATED[key]().card.path
+        return _GENERATED[key].source()
     return paths.DATA_DIR / _BUILTINS[key].file
 
 
@@ -193,7 +200,7 @@ def load_dataset(name: str) -> ProbeDataset:
     """
     key = resolve_name(name)
     if key in _GENERATED:
-        return _GENERATED[key]()
+        return _GENERATED[key].load()
     spec = _BUILTINS[key]
     path = paths.DATA_DIR / spec.file
     if not path.is_file():

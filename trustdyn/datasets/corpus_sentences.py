@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import random
+from pathlib import Path
 
 from trustdyn.datasets.cards import CardMeta
 from trustdyn.datasets.loading import _content_sha256, _make_card, _relative_to_data
@@ -59,6 +60,18 @@ SENTENCES_META = CardMeta(
 )
 
 
+def sentences_source() -> Path:
+    """Return the vendored corpus file the ``sentences`` rows are cut from.
+
+    Raises:
+        SuiteError: if it is missing.
+
+    """
+    from trustdyn.suites.builtin_data import PASSAGES_FILE, corpus_file
+
+    return corpus_file(PASSAGES_FILE)
+
+
 @functools.cache
 def load_sentences() -> ProbeDataset:
     """Build the ``sentences`` dataset (deterministic; cached, as it is immutable).
@@ -69,7 +82,7 @@ def load_sentences() -> ProbeDataset:
     """
     # The chat task's code needs torch: imported on first use, so `import trustdyn.datasets`
     # stays light.
-    from trustdyn.suites.builtin_data import PASSAGES_FILE, corpus_file, load_corpus, split_corpus
+    from trustdyn.suites.builtin_data import load_corpus, split_corpus
     from trustdyn.suites.builtin_presets import get_preset
     from trustdyn.suites.builtin_task import passage_sentences, shuffle_words
 
@@ -87,6 +100,6 @@ def load_sentences() -> ProbeDataset:
     # The rows' hash, not the corpus file's: the rows also depend on the chat task's code
     # and the preset's split, and a change there must make cards.json stale.
     card = _make_card(SENTENCES_META, valid,
-                      path=_relative_to_data(corpus_file(PASSAGES_FILE)),
+                      path=_relative_to_data(sentences_source()),
                       sha256=_content_sha256(values, columns))
     return ProbeDataset(SENTENCES_META.name, card, valid.texts, valid.labels, valid.groups)

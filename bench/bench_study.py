@@ -34,6 +34,7 @@ from bench.common import contention_note, write_result
 from trustdyn.paths import REPO_ROOT
 from trustdyn.schema import PER_CHECKPOINT_STAGES
 from trustdyn.store import Store
+from trustdyn.timing import TIMINGS_ENV, summarise_timings
 
 GOAL_TOTAL_S = {"default": 15 * 60, "classroom": 45 * 60}
 """Whole-study wall-time goal per preset (seconds)."""
@@ -41,10 +42,14 @@ GOAL_PROBES_S = {"default": 8 * 60}
 """Pre-training through the built-in suite's probe units, per preset (seconds)."""
 
 
-def run_study(preset: str, home: Path, extra: list[str]) -> tuple[float, datetime, float, float]:
-    """Run the study command; return (wall s, start time, peak child RSS in GB, child CPU s)."""
+def run_study(preset: str, home: Path, extra: list[str], timings: Path
+              ) -> tuple[float, datetime, float, float]:
+    """Run the study command; return (wall s, start time, peak child RSS in GB, child CPU s).
+
+    Its timed parts (:mod:`trustdyn.timing`) are appended to ``timings``.
+    """
     cmd = [sys.executable, "-m", "precompute", "study", "--preset", preset, "--quiet", *extra]
-    env = {"TRUSTDYN_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    env = {"TRUSTDYN_HOME": str(home), "PATH": "/usr/bin:/bin", TIMINGS_ENV: str(timings)}
     started = datetime.now(UTC).replace(tzinfo=None)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -153,17 +158,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "nothing (give a new or empty folder)")
         extra = ([] if args.workers is None else ["--workers", args.workers]) + (
             ["--no-smollm2"] if args.no_smollm2 else [])
-        wall, started, peak_gb, cpu = run_study(args.preset, home, extra)
+        timings = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "timings.jsonl"
+        wall, started, peak_gb, cpu = run_study(args.preset, home, extra, timings)
         store = Store(home / "study.duckdb")
         marks = milestones(store, started)
         breakdown = stage_breakdown(store, started, wall, home)
         compute = compute_seconds(store)
+        parts = summarise_timings(timings)
         counts = store.table_counts()
     builtin = f"builtin-{args.preset}: all probe units"
     result = {
         "preset": args.preset, "options": extra, "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1), "peak_rss_gb": round(peak_gb, 2),
         "milestones_s": marks, "stages_s": breakdown, "unit_compute_s": compute,
+        "parts": {part: {"count": t.count, "wall_s": round(t.wall_s, 1),
+                         "cpu_s": round(t.cpu_s, 1)} for part, t in parts.items()},
         "rows": counts,
     }
     total_goal, probes_goal = GOAL_TOTAL_S.get(args.preset), GOAL_PROBES_S.get(args.preset)
@@ -183,6 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("work inside the suites' phases (unit seconds, summed over worker processes):")
     for name, seconds in sorted(compute.items(), key=lambda kv: -kv[1]):
         print(f"  {name:55s} {seconds:7.1f} s")
+    print("timed parts, every suite and process (a/b is inside a; wall s summed over "
+          "processes, CPU s of all their threads):")
+    for part, t in parts.items():
+        print(f"  {part:55s} {t.wall_s:7.1f} s  {t.cpu_s:7.1f} CPU-s  x{t.count}")
     if total_goal:
         print(f"goal <= {total_goal // 60} min: x{result['total_goal_ratio']} "
               f"({'met' if wall <= total_goal else 'NOT met'})")

@@ -42,6 +42,7 @@ from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, SuiteError, load_checkpoint
 from trustdyn.suites.cache import free_hub_checkpoint
 from trustdyn.suites.loading import weight_hash
+from trustdyn.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,9 @@ def compute_checkpoint(job: CheckpointJob, config: StudyConfig,
         SuiteError: The checkpoint cannot be loaded.
     """
     ref = job.ref
-    model, tokenizer = load_checkpoint(ref, LoadOptions(device=config.device, dtype=config.dtype))
+    with timed("checkpoint load"):
+        model, tokenizer = load_checkpoint(ref, LoadOptions(device=config.device,
+                                                            dtype=config.dtype))
     try:
         study_layers(config, n_blocks(model))  # a study naming a missing block fails here
         yield CheckpointFacts(
@@ -257,15 +260,17 @@ def compute_checkpoint(job: CheckpointJob, config: StudyConfig,
         for name, stages in by_dataset.items():
             prepared = lookup[name]
             start = time.perf_counter()
-            acts = extract_activations(
-                model, tokenizer, prepared.dataset.texts,
-                batch_size=config.batch_size, max_length=config.max_length,
-            )
+            with timed("extraction"):
+                acts = extract_activations(
+                    model, tokenizer, prepared.dataset.texts,
+                    batch_size=config.batch_size, max_length=config.max_length,
+                )
             extract_s = time.perf_counter() - start
             for stage in stages:
                 bar.set_postfix_str(f"{name}/{stage}")
                 t0 = time.perf_counter()
-                tables = _STAGES[stage](job.suite, ref, prepared, acts, config)
+                with timed(stage):
+                    tables = _STAGES[stage](job.suite, ref, prepared, acts, config)
                 # Extraction time is charged to the first stage that needed it.
                 yield UnitResult(Unit(job.suite.name, ref.name, name, stage), tables,
                                  time.perf_counter() - t0 + extract_s)

@@ -47,6 +47,7 @@ from trustdyn.schema import (
 )
 from trustdyn.store import Store
 from trustdyn.suites import CheckpointRef, LoadOptions, Suite, load_checkpoint
+from trustdyn.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,9 @@ def _evaluated(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConfig,
         model, tokenizer, yardsticks = _chat_model(suite, config, cfg)
         for name in names:
             start = time.perf_counter()
-            rows = steering_rows(suite, store, config, cfg, name, model, tokenizer, yardsticks,
-                                 pretraining, progress)
+            with timed("steer_eval"):
+                rows = steering_rows(suite, store, config, cfg, name, model, tokenizer,
+                                     yardsticks, pretraining, progress)
             yield name, rows, time.perf_counter() - start
         return
     with worker_pool(min(workers, len(names))) as pool:
@@ -226,8 +228,9 @@ def _evaluate_in_worker(suite: Suite, path: Path, config: StudyConfig, cfg: Eval
     """Evaluate one dataset in a worker process (reads the study file, writes nothing)."""
     start = time.perf_counter()
     model, tokenizer, yardsticks = _chat_model(suite, config, cfg)
-    rows = steering_rows(suite, Store(path), config, cfg, dataset, model, tokenizer,
-                         yardsticks, pretraining, False)
+    with timed("steer_eval"):
+        rows = steering_rows(suite, Store(path), config, cfg, dataset, model, tokenizer,
+                             yardsticks, pretraining, False)
     return rows, time.perf_counter() - start
 
 
@@ -269,12 +272,14 @@ def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConf
                              cfg.layers)
     layers = [blocks[i] for i in picks]
     fitting = prepared.dataset.subset(prepared.split.train)
-    contrastive = contrastive_vectors(
-        model, tokenizer, fitting, layers, seed=cfg.seed, max_pairs=cfg.contrastive_pairs,
-        max_length=config.max_length, batch_size=cfg.batch_size,
-        source=f"{suite.name}/{suite.chat.name} {CONTRASTIVE_SOURCE}",
-        model_name=suite.chat.source,
-    )
+    with timed("steer_eval/contrastive vectors"):
+        contrastive = contrastive_vectors(
+            model, tokenizer, fitting, layers, seed=cfg.seed,
+            max_pairs=cfg.contrastive_pairs, max_length=config.max_length,
+            batch_size=cfg.batch_size,
+            source=f"{suite.name}/{suite.chat.name} {CONTRASTIVE_SOURCE}",
+            model_name=suite.chat.source,
+        )
     sources = build_sources(
         store.steering_vectors(suite.name, dataset, with_direction=True),
         suite=suite.name, chat=suite.chat.name, pretraining=pretraining, layers=layers,

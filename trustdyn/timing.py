@@ -25,7 +25,10 @@ TIMINGS_ENV = "TRUSTDYN_TIMINGS"
 
 @contextlib.contextmanager
 def timed(part: str) -> Iterator[None]:
-    """Time the block as ``part`` if :data:`TIMINGS_ENV` names a file (see the module)."""
+    """Time the block as ``part`` if :data:`TIMINGS_ENV` names a file (see the module).
+
+    Also a decorator: ``@timed("part")`` times every call of the function.
+    """
     target = os.environ.get(TIMINGS_ENV)
     if not target:
         yield

@@ -4,35 +4,55 @@ The built-in model is small, and small matrices use two threads poorly: two one-
 processes finish its checkpoints and its steering evaluation sooner than one two-thread
 process. :func:`worker_pool` starts such a pool for the pipeline and the steering stage.
 Workers are spawned, never forked (a fork after OpenMP has run can hang), and keep this
-process's choice of transformers' progress bars; results travel back pickled.
+process's choice of transformers' progress bars, end when it ends (even when it is killed
+outright); results travel back pickled.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 
 import torch
 from transformers.utils import logging as hf_logging
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int, threads: int | None = None) -> ProcessPoolExecutor:
     """Return a pool of ``workers`` processes, each with an equal share of the threads.
 
-    A worker gets ``torch.get_num_threads() // workers`` threads, at least one.
+    A worker gets ``threads`` torch threads, by default ``torch.get_num_threads() //
+    workers``, at least one.
 
     Raises:
         ValueError: ``workers`` < 1.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = max(1, torch.get_num_threads() // workers) if threads is None else threads
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker,
                                initargs=(threads, hf_logging.is_progress_bar_enabled()))
 
 
 def _start_worker(threads: int, bars: bool) -> None:
-    """Give a worker process its threads and its parent's choice of transformers' bars."""
+    """Set up a worker: its threads, its parent's choice of bars, and exit with the parent.
+
+    A parent killed outright (SIGKILL) cannot stop its workers; without the watch they would
+    finish their jobs unseen, and one pre-training a suite would go on writing the folder
+    that a rerun resumes from.
+    """
     torch.set_num_threads(threads)
     (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent,), daemon=True,
+                         name="exit-with-parent").start()
+
+
+def _exit_after(parent: BaseProcess) -> None:
+    """Wait until ``parent`` has ended, then end this process at once."""
+    parent.join()
+    os._exit(1)

@@ -1,0 +1,79 @@
+"""The worker pool: threads per worker, and workers that end with a killed parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from precompute.processes import worker_pool
+from trustdyn.paths import REPO_ROOT
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def test_workers_get_the_threads_asked_for() -> None:
+    with worker_pool(2, threads=1) as pool:
+        assert [pool.submit(_threads).result() for _ in range(2)] == [1, 1]
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        worker_pool(0)
+
+
+_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from precompute.processes import worker_pool
+
+    def pid_then_sleep(_):
+        return os.getpid()
+
+    def sleep(_):
+        time.sleep(120)
+
+    if __name__ == "__main__":
+        pool = worker_pool(2, threads=1)
+        pids = set(pool.map(pid_then_sleep, range(8)))
+        for i in range(2):
+            pool.submit(sleep, i)
+        print(" ".join(map(str, sorted(pids))), flush=True)
+        time.sleep(120)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (ended, not yet reaped by its new parent) counts as ended.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to tell ended processes")
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT, encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert pids and all(_alive(pid) for pid in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids), "a worker outlived its killed parent"

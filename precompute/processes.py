@@ -3,9 +3,10 @@
 The built-in model is small, and small matrices use two threads poorly: two one-thread
 processes finish its checkpoints and its steering evaluation sooner than one two-thread
 process. :func:`worker_pool` starts such a pool for the pipeline and the steering stage.
-Workers are spawned, never forked (a fork after OpenMP has run can hang), and keep this
-process's choice of transformers' progress bars, end when it ends (even when it is killed
-outright); results travel back pickled.
+Workers are spawned, never forked (a fork after OpenMP has run can hang), draw none of
+transformers' bars (their loading bars would break into this process's bars, which show
+the progress), and end when this process ends, even when it is killed outright; results
+travel back pickled.
 """
 
 from __future__ import annotations
@@ -34,18 +35,18 @@ def worker_pool(workers: int, threads: int | None = None) -> ProcessPoolExecutor
     threads = max(1, torch.get_num_threads() // workers) if threads is None else threads
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker,
-                               initargs=(threads, hf_logging.is_progress_bar_enabled()))
+                               initargs=(threads,))
 
 
-def _start_worker(threads: int, bars: bool) -> None:
-    """Set up a worker: its threads, its parent's choice of bars, and exit with the parent.
+def _start_worker(threads: int) -> None:
+    """Set up a worker: its threads, no transformers bars, and exit with the parent.
 
     A parent killed outright (SIGKILL) cannot stop its workers; without the watch they would
     finish their jobs unseen, and one pre-training a suite would go on writing the folder
     that a rerun resumes from.
     """
     torch.set_num_threads(threads)
-    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+    hf_logging.disable_progress_bar()
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_after, args=(parent,), daemon=True,

@@ -1,4 +1,4 @@
-"""The worker pool: threads per worker, and workers that end with a killed parent."""
+"""The worker pool: threads and bars per worker, and workers that end with their parent."""
 
 from __future__ import annotations
 
@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers.utils import logging as hf_logging
 
 from precompute.processes import worker_pool
 from trustdyn.paths import REPO_ROOT
 
 
-def _threads() -> int:
-    return torch.get_num_threads()
+def _threads_and_bars() -> tuple[int, bool]:
+    return torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
 
 
-def test_workers_get_the_threads_asked_for() -> None:
+def test_workers_get_their_threads_and_draw_no_transformers_bars() -> None:
     with worker_pool(2, threads=1) as pool:
-        assert [pool.submit(_threads).result() for _ in range(2)] == [1, 1]
+        assert [pool.submit(_threads_and_bars).result() for _ in range(2)] == [(1, False)] * 2
 
 
 def test_workers_must_be_positive() -> None:

@@ -81,10 +81,8 @@ def stage_breakdown(store: Store, started: datetime, wall: float, home: Path
     the rest until then). After that each suite's phases end when its last unit of the
     phase was written: its per-checkpoint stages (extraction, probes, information,
     vectors; loading and writing included) and its suite-level stages (turns, steering
-    evaluation). The built-in suite's checkpoints are computed while it pre-trains, so its
-    per-checkpoint phase is only what was left once the chat model was saved. A later
-    suite's per-checkpoint phase includes loading (for SmolLM2 the one-off GGUF
-    conversion); "finishing" is the summary printed after the last unit.
+    evaluation). A later suite's per-checkpoint phase includes loading (for SmolLM2 the
+    one-off GGUF conversion); "finishing" is the summary printed after the last unit.
     """
     manifest_path = _built_in_manifest_path(home)
     manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,6 @@ from trustdyn.suites.selection import parse_revision_list, parse_step_range
 # The pipeline, the store and the findings pull in torch, transformers, pandas and duckdb:
 # they are imported inside the handlers so that building the parser (``--help``) stays fast.
 if TYPE_CHECKING:
-    from precompute.pipeline import RunReport
     from precompute.study import StudyConfig
     from trustdyn.store import Store
 
@@ -229,38 +229,35 @@ def _study(args: argparse.Namespace) -> int:
     import torch
 
     from precompute.pipeline import run_study
-    from precompute.streaming import pretrain_and_run
     from precompute.study import sizes_for, study_config
     from trustdyn.findings import summarise_probes
     from trustdyn.store import Store
-    from trustdyn.suites.builtin import suite_name
+    from trustdyn.suites.builtin import pretrain, suite_name
     from trustdyn.suites.smollm2 import smollm2_suite
 
     store = Store(args.db or default_study_path())
     progress = not args.quiet
-    # The built-in model is small: one-thread processes use the cores better than threads,
-    # and its checkpoints are computed while later ones still train.
+    # The built-in model is small: one-thread processes use the cores better than threads.
     workers = args.workers or min(4, torch.get_num_threads())
-    suite, report = pretrain_and_run(args.preset, store, study_config(args.preset),
-                                     workers=workers, progress=progress)
-    failed = _report(suite, report)
+    # Suites are loaded when their turn comes: the built-in results appear before SmolLM2's
+    # one-off GGUF conversion runs. SmolLM2 is one checkpoint: nothing to spread.
+    runs: list[tuple[Callable[[], Suite], StudyConfig, int]] = [
+        (lambda: pretrain(args.preset, progress=progress), study_config(args.preset), workers)
+    ]
     if not args.no_smollm2:
-        # Loaded only now: the built-in results appear before SmolLM2's one-off GGUF
-        # conversion runs. SmolLM2 is one checkpoint: nothing to spread over workers.
-        smollm2 = smollm2_suite(progress=progress)
-        config = study_config(sizes_for(SMOLLM2_SUITE, args.preset))
-        failed |= _report(smollm2, run_study(smollm2, store, config, progress=progress))
+        runs.append((lambda: smollm2_suite(progress=progress),
+                     study_config(sizes_for(SMOLLM2_SUITE, args.preset)), 1))
+    failed = False
+    for load, config, n_workers in runs:
+        suite = load()
+        report = run_study(suite, store, config, progress=progress, workers=n_workers)
+        print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
+        for checkpoint, reason in report.failures or []:
+            print(f"  FAILED {checkpoint}: {reason}")
+            failed = True
     print(f"study file: {store.path}")
     print(summarise_probes(store, suite_name(args.preset)).to_string(index=False))
     return 1 if failed else 0
-
-
-def _report(suite: Suite, report: RunReport) -> bool:
-    """Print what a suite's run wrote and its failures; return whether any failed."""
-    print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
-    for checkpoint, reason in report.failures or []:
-        print(f"  FAILED {checkpoint}: {reason}")
-    return bool(report.failures)
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -206,20 +206,15 @@ class UnitResult:
     seconds: float
 
 
-def plan_study(suite: Suite, store: Store, config: StudyConfig, shard: Shard = Shard(),
-               datasets: Sequence[PreparedDataset] | None = None
-               ) -> tuple[list[CheckpointJob], RunReport]:
+def plan_study(suite: Suite, store: Store, config: StudyConfig,
+               shard: Shard = Shard()) -> tuple[list[CheckpointJob], RunReport]:
     """Register the study and list, per checkpoint of this shard, its unfinished units.
-
-    ``datasets`` are the study's prepared datasets, in ``config.datasets`` order, when the
-    caller already has them (default: prepared here).
 
     Returns:
         The jobs in training order (checkpoints with nothing left are left out) and a
         report that already counts the skipped units.
     """
-    if datasets is None:
-        datasets = [prepare_dataset(name, config) for name in config.datasets]
+    datasets = [prepare_dataset(name, config) for name in config.datasets]
     register_study(store, suite, config, datasets)
     by_name = dict(zip(config.datasets, datasets, strict=True))
     missing = missing_units(suite, store, config)
@@ -306,16 +301,15 @@ def computed_checkpoints(plan: Sequence[CheckpointJob], config: StudyConfig, wor
     """
     if workers == 1 or len(plan) <= 1:
         for job in plan:
-            yield job, compute_job(job, config, progress)
+            yield job, _compute_all(job, config, progress)
         return
     with worker_pool(workers) as pool:
-        futures = {pool.submit(compute_job, job, config): job for job in plan}
+        futures = {pool.submit(_compute_all, job, config): job for job in plan}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
 
-def compute_job(job: CheckpointJob, config: StudyConfig, progress: bool = False) -> Outcome:
-    """Compute one job's checkpoint, or return why it could not be loaded (picklable)."""
+def _compute_all(job: CheckpointJob, config: StudyConfig, progress: bool = False) -> Outcome:
     try:
         return list(compute_checkpoint(job, config, progress))
     except SuiteError as exc:

@@ -21,18 +21,17 @@ import torch
 from transformers.utils import logging as hf_logging
 
 
-def worker_pool(workers: int, threads: int | None = None) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> ProcessPoolExecutor:
     """Return a pool of ``workers`` processes, each with an equal share of the threads.
 
-    A worker gets ``threads`` torch threads, by default ``torch.get_num_threads() //
-    workers``, at least one.
+    A worker gets ``torch.get_num_threads() // workers`` threads, at least one.
 
     Raises:
         ValueError: ``workers`` < 1.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    threads = max(1, torch.get_num_threads() // workers) if threads is None else threads
+    threads = max(1, torch.get_num_threads() // workers)
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker,
                                initargs=(threads,))

@@ -22,9 +22,10 @@ def _threads_and_bars() -> tuple[int, bool]:
     return torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
 
 
-def test_workers_get_their_threads_and_draw_no_transformers_bars() -> None:
-    with worker_pool(2, threads=1) as pool:
-        assert [pool.submit(_threads_and_bars).result() for _ in range(2)] == [(1, False)] * 2
+def test_workers_share_the_threads_and_draw_no_transformers_bars() -> None:
+    share = max(1, torch.get_num_threads() // 2)
+    with worker_pool(2) as pool:
+        assert [pool.submit(_threads_and_bars).result() for _ in range(2)] == [(share, False)] * 2
 
 
 def test_workers_must_be_positive() -> None:
@@ -43,7 +44,7 @@ _PARENT = textwrap.dedent("""
         time.sleep(120)
 
     if __name__ == "__main__":
-        pool = worker_pool(2, threads=1)
+        pool = worker_pool(2)
         pids = set(pool.map(pid_then_sleep, range(8)))
         for i in range(2):
             pool.submit(sleep, i)

@@ -61,7 +61,7 @@ from trustdyn.suites.builtin_train import (
 )
 from trustdyn.timing import timed
 
-__all__ = ["PRESETS", "Preset", "load_suite", "pretrain", "saved_so_far", "suite_dir"]
+__all__ = ["PRESETS", "Preset", "load_suite", "pretrain", "suite_dir"]
 
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
@@ -169,13 +169,11 @@ def _ref(suite: str, folder: Path, row: ManifestRow, preset: dict[str, Any], *,
 
 
 def _suite_from_manifest(manifest: dict[str, Any], folder: Path) -> Suite:
-    """The suite a manifest describes; without the chat model while the run is unfinished."""
     preset = manifest["preset"]
     name = manifest["suite"]
     checkpoints = tuple(_ref(name, folder, row, preset) for row in manifest["checkpoints"])
-    chat = None if manifest.get("chat") is None else _ref(name, folder, manifest["chat"],
-                                                          preset, is_chat=True)
-    for ref in (*checkpoints, *([] if chat is None else [chat])):
+    chat = _ref(name, folder, manifest["chat"], preset, is_chat=True)
+    for ref in (*checkpoints, chat):
         if not Path(ref.source).is_dir():
             raise SuiteError(f"Checkpoint folder {ref.source} of suite {name!r} is missing; "
                              f"delete {folder} and rerun `python -m precompute pretrain "
@@ -183,8 +181,7 @@ def _suite_from_manifest(manifest: dict[str, Any], folder: Path) -> Suite:
     description = (
         f"Llama {preset['layers']}×{preset['hidden']} (vocab {manifest['vocab_size']}) "
         f"pre-trained from scratch on the vendored corpus, preset {preset['name']!r}, seed "
-        f"{preset['seed']}: {len(preset['checkpoints'])} checkpoints over {preset['steps']} "
-        "steps, "
+        f"{preset['seed']}: {len(checkpoints)} checkpoints over {preset['steps']} steps, "
         f"then a {preset['chat_steps']}-step chat fine-tune."
     )
     return Suite(name=name, description=description, checkpoints=checkpoints, chat=chat)
@@ -207,24 +204,6 @@ def load_suite(preset: str = "default", *, root: Path | None = None) -> Suite:
             f"{folder}); run `python -m precompute pretrain --preset {preset}`"
             + (f" --root {root}" if root is not None else "") + " first."
         )
-    return _suite_from_manifest(manifest, folder)
-
-
-def saved_so_far(preset: str = "default", *, seed: int = 0, root: Path | None = None
-                 ) -> Suite | None:
-    """Return the checkpoints a built-in run has saved so far, ``None`` before the first.
-
-    The chat model is included once the run is complete. Lets work on the early
-    checkpoints start while pre-training continues (``precompute.streaming``).
-
-    Raises:
-        SuiteError: unknown preset, or the folder holds a run with other settings.
-    """
-    folder = suite_dir(preset, root)
-    manifest = _read_manifest(folder)
-    if manifest is None or not manifest.get("checkpoints"):
-        return None
-    _check_same_run(manifest, get_preset(preset, seed), folder)
     return _suite_from_manifest(manifest, folder)
 
 

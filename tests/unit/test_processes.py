@@ -34,10 +34,10 @@ def test_workers_must_be_positive() -> None:
 
 
 _PARENT = textwrap.dedent("""
-    import os, sys, time
+    import os, time
     from precompute.processes import worker_pool
 
-    def pid_then_sleep(_):
+    def own_pid(_):
         return os.getpid()
 
     def sleep(_):
@@ -45,7 +45,7 @@ _PARENT = textwrap.dedent("""
 
     if __name__ == "__main__":
         pool = worker_pool(2)
-        pids = set(pool.map(pid_then_sleep, range(8)))
+        pids = set(pool.map(own_pid, range(8)))
         for i in range(2):
             pool.submit(sleep, i)
         print(" ".join(map(str, sorted(pids))), flush=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+from functools import partial
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -228,36 +230,61 @@ def _status(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     import torch
 
-    from precompute.pipeline import run_study
+    from precompute.processes import in_background
     from precompute.study import sizes_for, study_config
     from trustdyn.findings import summarise_probes
     from trustdyn.store import Store
     from trustdyn.suites.builtin import pretrain, suite_name
-    from trustdyn.suites.smollm2 import smollm2_suite
+    from trustdyn.suites.smollm2 import conversion_pending, smollm2_folder
 
     store = Store(args.db or default_study_path())
     progress = not args.quiet
     # The built-in model is small: one-thread processes use the cores better than threads.
     workers = args.workers or min(4, torch.get_num_threads())
-    # Suites are loaded when their turn comes: the built-in results appear before SmolLM2's
-    # one-off GGUF conversion runs. SmolLM2 is one checkpoint: nothing to spread.
-    runs: list[tuple[Callable[[], Suite], StudyConfig, int]] = [
-        (lambda: pretrain(args.preset, progress=progress), study_config(args.preset), workers)
-    ]
-    if not args.no_smollm2:
-        runs.append((lambda: smollm2_suite(progress=progress),
-                     study_config(sizes_for(SMOLLM2_SUITE, args.preset)), 1))
-    failed = False
-    for load, config, n_workers in runs:
-        suite = load()
-        report = run_study(suite, store, config, progress=progress, workers=n_workers)
-        print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
-        for checkpoint, reason in report.failures or []:
-            print(f"  FAILED {checkpoint}: {reason}")
-            failed = True
+    with contextlib.ExitStack() as stack:
+        builtin = pretrain(args.preset, progress=progress)
+        # SmolLM2's one-off GGUF conversion is one core's work. Started after pre-training
+        # (whose two threads wait on each other when one is interrupted), at the lowest
+        # priority it runs in the gaps the built-in suite's stages leave on the cores
+        # instead of after them.
+        conversion = (stack.enter_context(in_background(partial(smollm2_folder, False)))
+                      if not args.no_smollm2 and conversion_pending() else None)
+        failed = _run_suite(builtin, store, study_config(args.preset), progress, workers)
+        if not args.no_smollm2:
+            # One checkpoint: nothing to spread over workers.
+            failed |= _run_suite(_smollm2_after(conversion, progress), store,
+                                 study_config(sizes_for(SMOLLM2_SUITE, args.preset)),
+                                 progress, 1)
     print(f"study file: {store.path}")
     print(summarise_probes(store, suite_name(args.preset)).to_string(index=False))
     return 1 if failed else 0
+
+
+def _run_suite(suite: Suite, store: Store, config: StudyConfig, progress: bool,
+               workers: int) -> bool:
+    """Run one suite's study and print what was written; return whether a checkpoint failed."""
+    from precompute.pipeline import run_study
+
+    report = run_study(suite, store, config, progress=progress, workers=workers)
+    print(f"{suite.name}: {report.written} units written, {report.skipped} already done")
+    for checkpoint, reason in report.failures or []:
+        print(f"  FAILED {checkpoint}: {reason}")
+    return bool(report.failures)
+
+
+def _smollm2_after(conversion: BaseProcess | None, progress: bool) -> Suite:
+    """Return the SmolLM2 suite once its background conversion has ended.
+
+    A conversion that failed there is redone here, where its error is reported.
+    """
+    from trustdyn.suites.smollm2 import smollm2_suite
+
+    if conversion is not None:
+        if conversion.is_alive():
+            print("smollm2-instruct: waiting for its conversion, started in the background",
+                  flush=True)
+        conversion.join()
+    return smollm2_suite(progress=progress)
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -6,14 +6,17 @@ process. :func:`worker_pool` starts such a pool for the pipeline and the steerin
 Workers are spawned, never forked (a fork after OpenMP has run can hang), draw none of
 transformers' bars (their loading bars would break into this process's bars, which show
 the progress), and end when this process ends, even when it is killed outright; results
-travel back pickled.
+travel back pickled. :func:`in_background` runs one job at the lowest CPU priority, so that
+one-core work (SmolLM2's conversion) fills the gaps the pipeline leaves on the cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 
@@ -56,3 +59,37 @@ def _exit_after(parent: BaseProcess) -> None:
     """Wait until ``parent`` has ended, then end this process at once."""
     parent.join()
     os._exit(1)
+
+
+@contextlib.contextmanager
+def in_background(job: Callable[[], object]) -> Iterator[BaseProcess]:
+    """Run ``job()`` in a spawned one-thread process at the lowest CPU priority.
+
+    Where the OS has niceness the process runs at 19: it takes the cycles no other process
+    wants and yields the cores at once when they are wanted, so it costs the foreground
+    almost nothing. Leaving the block stops it if it is still running. The job's outcome
+    is the exit code (0: done, 1: it raised, silently); what it made must be found where
+    it puts it (a cache), and a caller that finds nothing does the work itself, where its
+    errors are reported.
+    """
+    process = multiprocessing.get_context("spawn").Process(
+        target=_run_at_low_priority, args=(job,), daemon=True, name="background-job")
+    process.start()
+    try:
+        yield process
+    finally:
+        if process.is_alive():
+            process.terminate()
+        process.join()
+
+
+def _run_at_low_priority(job: Callable[[], object]) -> None:
+    if hasattr(os, "nice"):  # not on Windows: there the job runs at normal priority
+        os.nice(19)
+    _start_worker(1)
+    try:
+        job()
+    except Exception:
+        # The caller redoes the job in the foreground, which reports the error properly;
+        # a traceback here would break into the foreground's progress bars.
+        raise SystemExit(1) from None

@@ -1,7 +1,9 @@
 """SmolLM2-135M-Instruct loaded offline from its PyPI package, converted once and cached.
 
 One conversion per module into a temporary ``TRUSTDYN_HOME`` (~20-40 s on two cores), then
-the chat model must answer a factual question through its own chat template.
+the chat model must answer a factual question through its own chat template. A second
+conversion runs as the study runs it, in a low-priority background process, and must give
+the same weights without drawing a bar.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,6 +19,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from precompute.processes import in_background
 from trustdyn.provenance import sha256_file
 from trustdyn.suites import LoadOptions, Suite, load_checkpoint, weight_hash
 from trustdyn.suites import smollm2 as smol
@@ -97,3 +101,28 @@ def test_tokenizer_round_trip_and_chat_template(converted: tuple[Path, float]) -
     assert prompt == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
                       "trained by Hugging Face<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
                       "<|im_start|>assistant\n")
+
+
+def test_the_study_converts_in_the_background_to_the_same_weights(
+        converted: tuple[Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    folder, _ = converted
+    monkeypatch.setenv("TRUSTDYN_HOME", str(tmp_path))
+    assert smol.conversion_pending()
+    capfd.readouterr()
+    with in_background(partial(smol.smollm2_folder, False)) as conversion:
+        conversion.join(timeout=600)
+    assert conversion.exitcode == 0
+    assert "de-quantizing" not in capfd.readouterr().err  # quiet: not even the GGUF bar
+    assert not smol.conversion_pending()
+    background = smol.read_provenance(smol.cache_folder())
+    assert background is not None
+    assert background["weight_hash"] == (smol.read_provenance(folder) or {})["weight_hash"]
+
+
+def test_nothing_is_pending_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> Path:
+        raise smol.SuiteError("not installed")
+
+    monkeypatch.setattr(smol, "gguf_path", missing)
+    assert not smol.conversion_pending()

@@ -1,4 +1,5 @@
-"""The worker pool: threads and bars per worker, and workers that end with their parent."""
+"""The worker pool (threads and bars per worker, workers that end with their parent) and
+the low-priority background job."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from transformers.utils import logging as hf_logging
 
-from precompute.processes import worker_pool
+from precompute.processes import in_background, worker_pool
 from trustdyn.paths import REPO_ROOT
 
 
@@ -28,6 +30,42 @@ def test_workers_share_the_threads_and_draw_no_transformers_bars() -> None:
         assert [pool.submit(_threads_and_bars).result() for _ in range(2)] == [(share, False)] * 2
 
 
+def _record(path: Path) -> None:
+    path.write_text(f"{os.getpid()} {os.nice(0) if hasattr(os, 'nice') else 0} "
+                    f"{torch.get_num_threads()}", encoding="utf-8")
+
+
+def _fail() -> None:
+    raise RuntimeError("this job fails")
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="niceness exists on POSIX systems only")
+def test_a_background_job_runs_elsewhere_at_the_lowest_priority_on_one_thread(
+        tmp_path: Path) -> None:
+    out = tmp_path / "job.txt"
+    with in_background(partial(_record, out)) as process:
+        process.join(timeout=120)
+    assert process.exitcode == 0
+    pid, niceness, threads = map(int, out.read_text(encoding="utf-8").split())
+    assert pid != os.getpid() and niceness == 19 and threads == 1
+
+
+def test_a_failing_background_job_exits_1_and_prints_nothing(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    with in_background(_fail) as process:
+        process.join(timeout=120)
+    assert process.exitcode == 1
+    assert "this job fails" not in capfd.readouterr().err
+
+
+def test_leaving_the_block_stops_a_running_background_job() -> None:
+    start = time.monotonic()
+    with in_background(partial(time.sleep, 120)) as process:
+        assert process.is_alive()
+    assert not process.is_alive() and process.exitcode is not None
+    assert time.monotonic() - start < 60
+
+
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         worker_pool(0)
@@ -35,7 +73,7 @@ def test_workers_must_be_positive() -> None:
 
 _PARENT = textwrap.dedent("""
     import os, time
-    from precompute.processes import worker_pool
+    from precompute.processes import in_background, worker_pool
 
     def own_pid(_):
         return os.getpid()

@@ -125,11 +125,19 @@ def _cache_valid(folder: Path, identity: dict[str, Any]) -> bool:
 
 @contextlib.contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
-    """Show or hide transformers' own progress bars for the duration of the block."""
+    """Show or hide transformers' own progress bars for the duration of the block.
+
+    The GGUF reader draws its dequantising bar with plain tqdm, which ignores transformers'
+    switch: hiding it means sending the block's standard error to the null device.
+    """
     before = hf_logging.is_progress_bar_enabled()
     (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            if not enabled:
+                stack.enter_context(contextlib.redirect_stderr(
+                    stack.enter_context(open(os.devnull, "w", encoding="utf-8"))))
+            yield
     finally:
         (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
 
@@ -247,6 +255,19 @@ def smollm2_folder(progress: bool = True) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def conversion_pending() -> bool:
+    """Whether the package is installed and its conversion is not cached yet.
+
+    False when the package is missing too: then there is nothing to convert, and
+    :func:`smollm2_folder` says how to install it.
+    """
+    try:
+        gguf = gguf_path()
+    except SuiteError:
+        return False
+    return not _cache_valid(cache_folder(), _identity(gguf))
 
 
 def smollm2_suite(progress: bool = True) -> Suite:

@@ -66,11 +66,13 @@ def in_background(job: Callable[[], object]) -> Iterator[BaseProcess]:
     """Run ``job()`` in a spawned one-thread process at the lowest CPU priority.
 
     Where the OS has niceness the process runs at 19: it takes the cycles no other process
-    wants and yields the cores at once when they are wanted, so it costs the foreground
-    almost nothing. Leaving the block stops it if it is still running. The job's outcome
-    is the exit code (0: done, 1: it raised, silently); what it made must be found where
-    it puts it (a cache), and a caller that finds nothing does the work itself, where its
-    errors are reported.
+    wants and yields a core when it is wanted. It is not free: on the 2-core machine a
+    niced busy loop slowed a one-thread neighbour by ~8% and two-thread training by 8-25%
+    per step (its threads wait for an interrupted one), so start it where the work around
+    it runs on one thread per process. Leaving the block stops it if it is still running.
+    The job's outcome is the exit code (0: done, 1: it raised, silently); what it made must
+    be found where it puts it (a cache), and a caller that finds nothing does the work
+    itself, where its errors are reported.
     """
     process = multiprocessing.get_context("spawn").Process(
         target=_run_at_low_priority, args=(job,), daemon=True, name="background-job")

@@ -128,7 +128,8 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
     """Show or hide transformers' own progress bars for the duration of the block.
 
     The GGUF reader draws its dequantising bar with plain tqdm, which ignores transformers'
-    switch: hiding it means sending the block's standard error to the null device.
+    switch: hiding it means sending the block's standard error (warnings too) to the null
+    device.
     """
     before = hf_logging.is_progress_bar_enabled()
     (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()

@@ -73,7 +73,7 @@ def test_workers_must_be_positive() -> None:
 
 _PARENT = textwrap.dedent("""
     import os, time
-    from precompute.processes import in_background, worker_pool
+    from precompute.processes import worker_pool
 
     def own_pid(_):
         return os.getpid()

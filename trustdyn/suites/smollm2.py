@@ -132,15 +132,14 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
     device.
     """
     before = hf_logging.is_progress_bar_enabled()
-    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
-    try:
-        with contextlib.ExitStack() as stack:
-            if not enabled:
-                stack.enter_context(contextlib.redirect_stderr(
-                    stack.enter_context(open(os.devnull, "w", encoding="utf-8"))))
-            yield
-    finally:
-        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+    with contextlib.ExitStack() as stack:
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        stack.callback(hf_logging.enable_progress_bar if before
+                       else hf_logging.disable_progress_bar)
+        if not enabled:
+            stack.enter_context(contextlib.redirect_stderr(
+                stack.enter_context(open(os.devnull, "w", encoding="utf-8"))))
+        yield
 
 
 def _no_init_weights() -> contextlib.AbstractContextManager[Any]:
